@@ -1,0 +1,38 @@
+# modelport: `make demo` serves the demo models; `make test` runs every check. Both create .venv themselves.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo serve test lint typecheck unit bench mcp-checks clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 needed"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: install  ## create the embedded demo registry (idempotent) and serve it on 127.0.0.1:8000
+	$(BIN)/modelport demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+typecheck: install
+	$(BIN)/mypy
+
+test: lint  ## lint, layer contracts, then the whole test suite
+	$(BIN)/pytest -q
+
+bench: install
+	$(BIN)/python bench/runtime_bench.py
+
+mcp-checks: install  ## MCP Inspector CLI + conformance suite against a demo server
+	.ci/mcp-checks.sh
+
+clean:
+	rm -rf $(VENV) .modelport .pytest_cache .ruff_cache .mypy_cache
