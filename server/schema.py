@@ -1,0 +1,171 @@
+"""JSON Schemas generated from a model's signature: one source for REST validation, OpenAPI and MCP tools.
+
+Built once per deployment (``build_schema``). The record schema is portable to every major MCP client: plain
+``type`` keywords, no ``$ref``/``$defs``, no unions, ``additionalProperties: false``, every array with ``items``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from registry import ColumnSpec, ModelSignature, ParamSpec
+
+_JSON_TYPES = {
+    "boolean": "boolean",
+    "integer": "integer",
+    "long": "integer",
+    "float": "number",
+    "double": "number",
+    "string": "string",
+    "binary": "string",
+    "datetime": "string",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OutputKind:
+    """What the model's predictions look like, for output schemas and rendering."""
+
+    kind: str
+    """``regression`` (one number per row), ``classification`` (label + probabilities), or ``tensor``."""
+    classes: tuple[Any, ...] | None = None
+    prediction_is_probabilities: bool = False
+    """True when the MLflow pyfunc returns class probabilities (``pyfunc_predict_fn="predict_proba"``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSchema:
+    """All generated schemas of one deployment."""
+
+    record: dict[str, Any]
+    params: dict[str, Any] | None
+    tool_input: dict[str, Any]
+    output: dict[str, Any]
+    rest_request: dict[str, Any]
+    rest_response: dict[str, Any]
+    example_record: dict[str, Any] | None
+
+
+def column_schema(col: ColumnSpec) -> dict[str, Any]:
+    """JSON Schema of one column value (a scalar, or nested arrays for tensor columns)."""
+    schema: dict[str, Any] = {"type": _JSON_TYPES.get(col.type, "string")}
+    if col.type == "datetime":
+        schema["format"] = "date-time"
+    if col.categories:
+        schema["enum"] = [c.item() if hasattr(c, "item") else c for c in col.categories]
+    for dim in reversed(col.shape):
+        schema = {"type": "array", "items": schema} | ({"minItems": dim, "maxItems": dim} if dim > 0 else {})
+    text = " ".join(p for p in (col.description, f"Unit: {col.unit}." if col.unit else None) if p)
+    if text:
+        schema["description"] = text
+    return schema
+
+
+def record_schema(signature: ModelSignature) -> dict[str, Any]:
+    """JSON Schema of one input row ``{column: value}``."""
+    return {
+        "type": "object",
+        "properties": {c.name: column_schema(c) for c in signature.inputs},
+        "required": [c.name for c in signature.inputs if not c.optional],
+        "additionalProperties": False,
+    }
+
+
+def params_schema(params: Sequence[ParamSpec]) -> dict[str, Any] | None:
+    if not params:
+        return None
+    props: dict[str, Any] = {}
+    for p in params:
+        prop: dict[str, Any] = {"type": _JSON_TYPES.get(p.type, "string")}
+        if p.shape:
+            prop = {"type": "array", "items": prop}
+        if p.default is not None:
+            prop["default"] = p.default.tolist() if hasattr(p.default, "tolist") else p.default
+        props[p.name] = prop
+    return {"type": "object", "properties": props, "additionalProperties": False}
+
+
+def prediction_item_schema(kind: OutputKind, signature: ModelSignature) -> dict[str, Any]:
+    """Schema of one row of the MCP/structured output."""
+    desc = " ".join(p for p in (signature.output_description, f"Unit: {signature.output_unit}." if
+                                 signature.output_unit else None) if p)
+    if kind.kind == "classification":
+        label_type = _value_type(kind.classes)
+        item: dict[str, Any] = {
+            "type": "object",
+            "properties": {
+                "label": {"type": label_type, "description": "Most likely class."},
+                "probabilities": {
+                    "type": "object",
+                    "description": "Probability of each class, keyed by class label.",
+                    "additionalProperties": {"type": "number"},
+                },
+            },
+            "required": ["label"],
+        }
+    elif kind.kind == "regression":
+        item = {"type": "number"}
+    else:
+        item = {"type": "array", "items": {"type": "number"}}
+    if desc:
+        item["description"] = desc
+    return item
+
+
+def _value_type(values: Sequence[Any] | None) -> str:
+    if values and all(isinstance(v, bool) for v in values):
+        return "boolean"
+    if values and all(isinstance(v, int) or (hasattr(v, "dtype") and v.dtype.kind in "iu") for v in values):
+        return "integer"
+    return "string"
+
+
+def build_schema(signature: ModelSignature, kind: OutputKind, *, max_items: int,
+                 example: Sequence[Mapping[str, Any]] | None = None) -> ModelSchema:
+    """Generate every schema of a deployment from its signature."""
+    record = record_schema(signature)
+    params = params_schema(signature.params)
+    inputs: dict[str, Any] = {
+        "type": "array",
+        "description": "Rows to score, one object per row.",
+        "items": record,
+        "minItems": 1,
+        "maxItems": max_items,
+    }
+    tool_props: dict[str, Any] = {"inputs": inputs}
+    if params:
+        tool_props["params"] = params | {"description": "Optional inference parameters."}
+    tool_input = {"type": "object", "properties": tool_props, "required": ["inputs"], "additionalProperties": False}
+    item = prediction_item_schema(kind, signature)
+    output = {
+        "type": "object",
+        "properties": {"predictions": {"type": "array", "items": item}},
+        "required": ["predictions"],
+    }
+    row = {"type": "array", "items": {}}
+    rest_request = {
+        "type": "object",
+        "description": "Exactly one of dataframe_split, dataframe_records, instances, inputs or data "
+        f"(rows in column order: {', '.join(signature.input_names)}).",
+        "properties": {
+            "dataframe_split": {
+                "type": "object",
+                "properties": {
+                    "columns": {"type": "array", "items": {"type": "string", "enum": signature.input_names}},
+                    "data": {"type": "array", "items": row},
+                },
+                "required": ["data"],
+            },
+            "dataframe_records": {"type": "array", "items": record},
+            "instances": {"type": "array", "items": record},
+            "inputs": {"type": "array", "items": record},
+            "data": {"type": "array", "items": row, "description": "Rows in signature column order."},
+            **({"params": params} if params else {}),
+        },
+    }
+    rest_response = {"type": "object", "properties": {"predictions": {"type": "array", "items": {}}},
+                     "required": ["predictions"]}
+    example_record = dict(example[0]) if example else None
+    return ModelSchema(record, params, tool_input, output, rest_request, rest_response, example_record)
