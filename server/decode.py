@@ -56,19 +56,21 @@ class Decoder:
         except orjson.JSONDecodeError as exc:
             raise InvalidInput(f"request body is not valid JSON: {exc}", field="body") from None
         if not isinstance(payload, dict):
-            raise InvalidInput("request body must be a JSON object with one of: " + ", ".join(INPUT_KEYS),
-                               field="body")
+            raise InvalidInput("request body must be a JSON object with one of: " + ", ".join(INPUT_KEYS), field="body")
         return self.decode_payload(payload)
 
     def decode_payload(self, payload: Mapping[str, Any]) -> ModelInput:
         keys = [k for k in INPUT_KEYS if k in payload]
         unknown = sorted(set(payload) - set(INPUT_KEYS) - _EXTRA_KEYS)
         if unknown:
-            raise InvalidInput(f"unknown top-level field(s) {unknown}; expected one of {list(INPUT_KEYS)} "
-                               "plus optional 'params'", field=unknown[0])
+            raise InvalidInput(
+                f"unknown top-level field(s) {unknown}; expected one of {list(INPUT_KEYS)} plus optional 'params'",
+                field=unknown[0],
+            )
         if len(keys) != 1:
-            raise InvalidInput(f"request must contain exactly one of {list(INPUT_KEYS)}; got {keys or 'none'}",
-                               field="body")
+            raise InvalidInput(
+                f"request must contain exactly one of {list(INPUT_KEYS)}; got {keys or 'none'}", field="body"
+            )
         key = keys[0]
         value = payload[key]
         if key == "dataframe_split":
@@ -81,8 +83,13 @@ class Decoder:
             columns = self._from_value(value, key, rows_by_position=self.signature.is_tensor)
         return self._finish(columns, self._params(payload.get("params")))
 
-    def decode_records(self, records: Sequence[Mapping[str, Any]], params: Mapping[str, Any] | None = None,
-                       *, field_name: str = "inputs") -> ModelInput:
+    def decode_records(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        params: Mapping[str, Any] | None = None,
+        *,
+        field_name: str = "inputs",
+    ) -> ModelInput:
         return self._finish(self._from_records(records, field_name), self._params(params))
 
     def decode_csv(self, body: bytes) -> ModelInput:
@@ -98,8 +105,9 @@ class Decoder:
         lines = [r for r in reader if r]
         for i, row in enumerate(lines):
             if len(row) != len(header):
-                raise InvalidInput(f"CSV row {i + 1} has {len(row)} values, header has {len(header)}",
-                                   field=f"row {i + 1}")
+                raise InvalidInput(
+                    f"CSV row {i + 1} has {len(row)} values, header has {len(header)}", field=f"row {i + 1}"
+                )
         raw = {name: [r[j] for r in lines] for j, name in enumerate(header)}
         return self._finish({k: [_parse_csv(v) for v in vals] for k, vals in raw.items()}, {})
 
@@ -107,20 +115,21 @@ class Decoder:
 
     def _from_split(self, value: Any) -> dict[str, list[Any]]:
         if not isinstance(value, dict) or "data" not in value:
-            raise InvalidInput("dataframe_split must be an object with 'data' (and optionally 'columns')",
-                               field="dataframe_split")
+            raise InvalidInput(
+                "dataframe_split must be an object with 'data' (and optionally 'columns')", field="dataframe_split"
+            )
         cols = value.get("columns", self._names)
         if not isinstance(cols, list):
-            raise InvalidInput("dataframe_split.columns must be a list of column names",
-                               field="dataframe_split.columns")
+            raise InvalidInput(
+                "dataframe_split.columns must be a list of column names", field="dataframe_split.columns"
+            )
         return self._from_rows(value["data"], cols, "dataframe_split.data")
 
     def _from_value(self, value: Any, key: str, *, rows_by_position: bool) -> dict[str, list[Any]]:
         if isinstance(value, dict):  # dict of columns
             for k, v in value.items():
-                if not isinstance(v, list):
-                    if self.signature.is_tensor or not isinstance(v, (int, float, str, bool)):
-                        raise InvalidInput(f"{key}.{k} must be a list of values", field=f"{key}.{k}")
+                if not isinstance(v, list) and (self.signature.is_tensor or not isinstance(v, (int, float, str, bool))):
+                    raise InvalidInput(f"{key}.{k} must be a list of values", field=f"{key}.{k}")
             return {k: (v if isinstance(v, list) else [v]) for k, v in value.items()}
         if not isinstance(value, list):
             raise InvalidInput(f"{key} must be a list of rows or an object of columns", field=key)
@@ -141,8 +150,10 @@ class Decoder:
                 raise InvalidInput(f"{key}[{i}] must be an object of column values", field=f"{key}[{i}]")
             extra = rec.keys() - self._known
             if extra:
-                raise InvalidInput(f"{key}[{i}] has unknown column(s) {sorted(extra)}; the model takes "
-                                   f"{self._names}", field=f"{key}[{i}].{sorted(extra)[0]}")
+                raise InvalidInput(
+                    f"{key}[{i}] has unknown column(s) {sorted(extra)}; the model takes {self._names}",
+                    field=f"{key}[{i}].{sorted(extra)[0]}",
+                )
             for name, values in out.items():
                 values.append(rec.get(name, _MISSING))
         return out
@@ -154,8 +165,10 @@ class Decoder:
         for i, row in enumerate(rows):
             if not isinstance(row, list) or len(row) != width:
                 got = len(row) if isinstance(row, list) else type(row).__name__
-                raise InvalidInput(f"{key}[{i}] must be a list of {width} values ({', '.join(map(str, names))}); "
-                                   f"got {got}", field=f"{key}[{i}]")
+                raise InvalidInput(
+                    f"{key}[{i}] must be a list of {width} values ({', '.join(map(str, names))}); got {got}",
+                    field=f"{key}[{i}]",
+                )
         return {str(name): [row[j] for row in rows] for j, name in enumerate(names)}
 
     # -- typing -------------------------------------------------------------------------------------------------
@@ -190,8 +203,9 @@ class Decoder:
         known = {p.name: p for p in self.signature.params}
         unknown = sorted(set(params) - set(known))
         if unknown:
-            raise InvalidInput(f"unknown param(s) {unknown}; the model accepts {sorted(known) or 'none'}",
-                               field=f"params.{unknown[0]}")
+            raise InvalidInput(
+                f"unknown param(s) {unknown}; the model accepts {sorted(known) or 'none'}", field=f"params.{unknown[0]}"
+            )
         return dict(params)
 
 
@@ -236,13 +250,17 @@ def to_array(col: ColumnSpec, values: list[Any]) -> np.ndarray:
         try:
             arr = np.asarray(values, dtype=col.dtype)
         except (ValueError, TypeError):
-            raise InvalidInput(f"column '{col.name}' must be nested lists of numbers of shape {list(col.shape)}",
-                               field=col.name) from None
+            raise InvalidInput(
+                f"column '{col.name}' must be nested lists of numbers of shape {list(col.shape)}", field=col.name
+            ) from None
         expected = tuple(d for d in col.shape)
         if any(e > 0 and e != a for e, a in zip(expected, arr.shape[1:], strict=False)) or arr.ndim != 1 + len(
-                expected):
-            raise InvalidInput(f"column '{col.name}' must have per-row shape {list(col.shape)}; got "
-                               f"{list(arr.shape[1:])}", field=col.name)
+            expected
+        ):
+            raise InvalidInput(
+                f"column '{col.name}' must have per-row shape {list(col.shape)}; got {list(arr.shape[1:])}",
+                field=col.name,
+            )
         return arr
     try:
         arr = np.array(values)
@@ -268,21 +286,27 @@ def _slow(col: ColumnSpec, values: list[Any]) -> np.ndarray:
         if v is None or v is _MISSING:
             if not col.optional:
                 what = "missing" if v is _MISSING else "null"
-                raise InvalidInput(f"column '{col.name}' row {i}: value is {what} but the column is required "
-                                   f"({kind})", field=col.name)
+                raise InvalidInput(
+                    f"column '{col.name}' row {i}: value is {what} but the column is required ({kind})", field=col.name
+                )
             out.append(math.nan if numeric else None)
             continue
         ok = (
             (kind in ("string", "binary") and isinstance(v, str))
             or (kind == "boolean" and isinstance(v, bool))
             or (kind in ("integer", "long") and _is_int(v))
-            or (kind in ("float", "double") and isinstance(v, (int, float)) and not isinstance(v, bool)
-                and math.isfinite(v))
+            or (
+                kind in ("float", "double")
+                and isinstance(v, (int, float))
+                and not isinstance(v, bool)
+                and math.isfinite(v)
+            )
             or (kind == "datetime" and isinstance(v, str))
         )
         if not ok:
-            raise InvalidInput(f"column '{col.name}' row {i}: expected {_expected(kind)}, got {_show(v)}",
-                               field=col.name)
+            raise InvalidInput(
+                f"column '{col.name}' row {i}: expected {_expected(kind)}, got {_show(v)}", field=col.name
+            )
         out.append(v)
     if numeric and any(isinstance(v, float) and math.isnan(v) for v in out):
         if kind in ("integer", "long"):
@@ -305,8 +329,14 @@ def _is_int(v: Any) -> bool:
 
 
 def _expected(kind: str) -> str:
-    return {"integer": "an integer", "long": "an integer", "float": "a finite number", "double": "a finite number",
-            "boolean": "true or false", "datetime": "an ISO 8601 date-time string"}.get(kind, "a string")
+    return {
+        "integer": "an integer",
+        "long": "an integer",
+        "float": "a finite number",
+        "double": "a finite number",
+        "boolean": "true or false",
+        "datetime": "an ISO 8601 date-time string",
+    }.get(kind, "a string")
 
 
 def _show(v: Any) -> str:

@@ -4,7 +4,7 @@
 ServingError
  ├── ModelNotFound       unknown model, version or alias                      (REST 404, RESOURCE_DOES_NOT_EXIST)
  ├── ModelNotReady       known but still loading or failed to load            (REST 503, TEMPORARILY_UNAVAILABLE)
- ├── InvalidInput        the request does not match the signature             (REST 400, BAD_REQUEST / INVALID_PARAMETER_VALUE)
+ ├── InvalidInput        the request does not match the signature             (REST 400, BAD_REQUEST)
  │    ├── PayloadTooLarge  body or row count over the configured limit        (REST 413)
  │    └── UnsupportedMediaType  content type other than JSON or CSV         (REST 415)
  ├── Overloaded          the model's queue is full                            (REST 503 + Retry-After)

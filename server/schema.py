@@ -89,8 +89,11 @@ def params_schema(params: Sequence[ParamSpec]) -> dict[str, Any] | None:
 
 def prediction_item_schema(kind: OutputKind, signature: ModelSignature) -> dict[str, Any]:
     """Schema of one row of the MCP/structured output."""
-    desc = " ".join(p for p in (signature.output_description, f"Unit: {signature.output_unit}." if
-                                 signature.output_unit else None) if p)
+    desc = " ".join(
+        p
+        for p in (signature.output_description, f"Unit: {signature.output_unit}." if signature.output_unit else None)
+        if p
+    )
     if kind.kind == "classification":
         label_type = _value_type(kind.classes)
         item: dict[str, Any] = {
@@ -122,8 +125,9 @@ def _value_type(values: Sequence[Any] | None) -> str:
     return "string"
 
 
-def build_schema(signature: ModelSignature, kind: OutputKind, *, max_items: int,
-                 example: Sequence[Mapping[str, Any]] | None = None) -> ModelSchema:
+def build_schema(
+    signature: ModelSignature, kind: OutputKind, *, max_items: int, example: Sequence[Mapping[str, Any]] | None = None
+) -> ModelSchema:
     """Generate every schema of a deployment from its signature."""
     record = record_schema(signature)
     params = params_schema(signature.params)
@@ -165,7 +169,10 @@ def build_schema(signature: ModelSignature, kind: OutputKind, *, max_items: int,
             **({"params": params} if params else {}),
         },
     }
-    rest_response = {"type": "object", "properties": {"predictions": {"type": "array", "items": {}}},
-                     "required": ["predictions"]}
+    rest_response = {
+        "type": "object",
+        "properties": {"predictions": {"type": "array", "items": {}}},
+        "required": ["predictions"],
+    }
     example_record = dict(example[0]) if example else None
     return ModelSchema(record, params, tool_input, output, rest_request, rest_response, example_record)

@@ -1,0 +1,176 @@
+"""The ``modelport`` command: serve, demo, models, predict, mcp."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from server.logging import configure_logging
+from server.settings import Settings, load_settings
+
+DEMO_ALIAS = "champion"
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="YAML settings file (deployments, batching, limits)")
+    p.add_argument("--registry-uri", help="MLflow registry URI (default: sqlite registry in the state dir)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the registry URI)")
+    p.add_argument("--state-dir", type=Path, help="state directory (default .modelport)")
+    p.add_argument("--log-format", choices=["auto", "console", "json"])
+    p.add_argument("--log-level")
+
+
+def _server_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument("--providers", choices=["auto", "cpu", "cuda"], help="onnxruntime execution provider")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="modelport", description=__doc__)
+    sub = root.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve registry models over REST and MCP")
+    serve.add_argument("models", nargs="*", metavar="MODEL_URI", help="models:/name/3 or models:/name@alias")
+    _common(serve)
+    _server_flags(serve)
+    demo = sub.add_parser("demo", help="create the demo registry (idempotent) and serve its models")
+    _common(demo)
+    _server_flags(demo)
+    demo.add_argument("--no-serve", action="store_true", help="only create the demo models")
+    models = sub.add_parser("models", help="what the registry holds and what a running server serves")
+    _common(models)
+    models.add_argument("--url", default="http://127.0.0.1:8000", help="running server to ask (default %(default)s)")
+    predict = sub.add_parser("predict", help="score a file with a model, in-process")
+    predict.add_argument("model", metavar="MODEL_URI")
+    predict.add_argument("--input", "-i", type=Path, required=True, help="JSON (any MLflow body) or CSV file")
+    predict.add_argument("--content-type", help="default: from the file extension")
+    _common(predict)
+    mcp = sub.add_parser("mcp", help="serve the models as MCP tools over stdio (for Claude Desktop)")
+    mcp.add_argument("models", nargs="*", metavar="MODEL_URI")
+    mcp.add_argument("--stdio", action="store_true", required=True, help="speak MCP on stdin/stdout")
+    _common(mcp)
+    return root
+
+
+def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
+    keys = ("registry_uri", "tracking_uri", "state_dir", "log_format", "log_level", "host", "port", "providers")
+    overrides = {k: getattr(args, k, None) for k in keys}
+    models = tuple(getattr(args, "models", ()) or ())
+    if models:
+        overrides["models"] = models
+    return load_settings(args.config, **overrides, **extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except Exception as exc:  # settings errors are user errors: one clear line
+        print(f"modelport: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level)
+    handler = {"serve": _serve, "demo": _demo, "models": _models, "predict": _predict, "mcp": _mcp}[args.command]
+    return handler(args, settings)
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from server.main import serve
+
+    if not settings.all_deployments():
+        print("modelport: nothing to serve; pass model URIs (models:/name/1) or --config", file=sys.stderr)
+        return 2
+    serve(settings)
+    return 0
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from registry.demo import ensure_demo_models
+    from server.main import serve, terminal_progress
+
+    refs = ensure_demo_models(settings.effective_tracking_uri, settings.artifact_root, progress=terminal_progress())
+    if args.no_serve:
+        print("\n".join(ref.uri for ref in refs))
+        return 0
+    serve(settings.model_copy(update={"models": tuple(ref.uri for ref in refs)}))
+    return 0
+
+
+def _models(args: argparse.Namespace, settings: Settings) -> int:
+    import httpx
+
+    from registry.client import RegistryClient
+
+    client = RegistryClient(settings.effective_registry_uri, settings.effective_tracking_uri)
+    print(f"Registry {settings.effective_registry_uri}")
+    for m in client.list_models():
+        aliases = ", ".join(f"@{a}→v{v}" for a, v in sorted(m.aliases.items()))
+        print(f"  {m.name:24} versions {', '.join(m.latest_versions) or '-':10} {aliases}")
+    try:
+        served = httpx.get(f"{args.url.rstrip('/')}/models", timeout=2.0).json()["models"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        print(f"Server {args.url}: not reachable")
+        return 0
+    print(f"Server {args.url}")
+    for d in served:
+        print(
+            f"  {d['key']:24} {d.get('state', ''):8} v{d.get('version', '?'):4} {d.get('runtime', ''):7} "
+            f"{d.get('provider', '')} {d.get('reason') or ''}"
+        )
+    return 0
+
+
+def _predict(args: argparse.Namespace, settings: Settings) -> int:
+    from server.main import build
+
+    content_type = args.content_type or ("text/csv" if args.input.suffix.lower() == ".csv" else "application/json")
+    body = args.input.read_bytes()
+    components = build(settings.model_copy(update={"models": (args.model,)}), mcp=False)
+
+    async def run() -> bytes:
+        await components.manager.deploy_all(components.settings.all_deployments())
+        try:
+            if components.service.failures():
+                raise SystemExit(f"modelport: {args.model} failed to load: {components.service.failures()}")
+            info = components.service.list()[0]
+            prediction = await components.service.predict_body(info.name, info.version, body, content_type)
+            return prediction.mlflow_json()
+        finally:
+            await components.manager.stop_all()
+
+    from server.errors import ServingError
+
+    try:
+        out = asyncio.run(run())
+    except ServingError as exc:
+        print(orjson.dumps({"error_code": exc.error_code, "message": exc.message}).decode(), file=sys.stderr)
+        return 1
+    print(out.decode())
+    return 0
+
+
+def _mcp(args: argparse.Namespace, settings: Settings) -> int:
+    from server.main import build
+
+    components = build(settings, mcp=False)
+
+    async def run() -> None:
+        from tools import McpDoor
+
+        door = McpDoor(components.service, components.settings)
+        await components.manager.deploy_all(components.settings.all_deployments())
+        try:
+            await door.run_stdio()
+        finally:
+            await components.manager.stop_all()
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,245 @@
+"""Served model deployments and the table the service looks them up in."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from registry import ConvertedModel, ModelRef, ModelSignature, ModelVersionInfo, Parity
+from server.decode import Decoder
+from server.errors import ModelNotFound
+from server.runtime.batcher import Batcher, BatcherStats
+from server.runtime.session import Session
+from server.schema import ModelSchema, OutputKind
+
+log = logging.getLogger(__name__)
+
+ToFeeds = Callable[[Mapping[str, np.ndarray], int], dict[str, np.ndarray]]
+FromOutputs = Callable[[Mapping[str, np.ndarray]], tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentInfo:
+    """A read-only view of one deployment, for listings, model cards and tool generation."""
+
+    key: str
+    """Stable id of the deployment: ``name@alias`` or ``name/version`` as it was deployed."""
+    ref: str
+    """The deployed model URI (``models:/name@champion``)."""
+    name: str
+    version: str
+    aliases: tuple[str, ...]
+    state: str
+    runtime: str
+    provider: str
+    reason: str | None
+    flavor: str
+    signature: ModelSignature
+    schema: ModelSchema
+    output_kind: OutputKind
+    model: ModelVersionInfo
+    parity: Parity | None
+    load_seconds: float
+    loaded_at: float
+    batching: BatcherStats | None
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready listing entry."""
+        return {
+            "key": self.key,
+            "name": self.name,
+            "version": self.version,
+            "aliases": list(self.aliases),
+            "model_uri": self.ref,
+            "state": self.state,
+            "runtime": self.runtime,
+            "provider": self.provider,
+            "reason": self.reason,
+            "flavor": self.flavor,
+            "parity": None
+            if self.parity is None
+            else {
+                "rows": self.parity.rows,
+                "max_abs_err": self.parity.max_abs_err,
+                "tolerance": self.parity.tolerance,
+                "passed": self.parity.passed,
+            },
+            "load_seconds": round(self.load_seconds, 3),
+            "description": self.model.model_description,
+            "version_description": self.model.version_description,
+            "signature": {
+                "inputs": [_col(c) for c in self.signature.inputs],
+                "params": [
+                    {"name": p.name, "type": p.type, "default": _jsonable(p.default)} for p in self.signature.params
+                ],
+                "output": {
+                    "kind": self.output_kind.kind,
+                    "description": self.signature.output_description,
+                    "unit": self.signature.output_unit,
+                    "classes": None
+                    if self.output_kind.classes is None
+                    else [_jsonable(c) for c in self.output_kind.classes],
+                },
+            },
+            "batching": None
+            if self.batching is None
+            else {
+                "batches": self.batching.batches,
+                "requests": self.batching.requests,
+                "rows": self.batching.rows,
+                "max_batch_rows_seen": self.batching.max_rows_seen,
+                "queue_depth": self.batching.queue_depth,
+            },
+        }
+
+
+def _jsonable(v: Any) -> Any:
+    return v.tolist() if hasattr(v, "tolist") else v
+
+
+def _col(c: Any) -> dict[str, Any]:
+    out = {"name": c.name, "type": c.type, "optional": c.optional}
+    for k in ("description", "unit"):
+        if getattr(c, k):
+            out[k] = getattr(c, k)
+    if c.shape:
+        out["shape"] = list(c.shape)
+    if c.categories:
+        out["categories"] = [_jsonable(x) for x in c.categories]
+    return out
+
+
+@dataclass(eq=False)
+class Deployment:
+    """One model version being served: its session, batcher, decoder and schemas."""
+
+    ref: ModelRef
+    model: ModelVersionInfo
+    converted: ConvertedModel
+    signature: ModelSignature
+    schema: ModelSchema
+    output_kind: OutputKind
+    decoder: Decoder
+    session: Session
+    batcher: Batcher
+    to_feeds: ToFeeds
+    from_outputs: FromOutputs
+    load_seconds: float = 0.0
+    loaded_at: float = field(default_factory=time.time)
+    state: str = "READY"
+    run_with_params: Callable[[Mapping[str, np.ndarray], Mapping[str, Any]], Mapping[str, np.ndarray]] | None = None
+    """Unbatched path for requests carrying params (pyfunc models whose signature has params)."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.ref.name}@{self.ref.alias}" if self.ref.alias else f"{self.ref.name}/{self.ref.version}"
+
+    def matches(self, version_or_alias: str | None) -> bool:
+        if version_or_alias is None:
+            return True
+        v = version_or_alias.lstrip("@")
+        return v == self.model.version or v == self.ref.alias or v in self.model.aliases
+
+    def info(self) -> DeploymentInfo:
+        aliases = tuple(dict.fromkeys((*((self.ref.alias,) if self.ref.alias else ()), *self.model.aliases)))
+        return DeploymentInfo(
+            key=self.key,
+            ref=self.ref.uri,
+            name=self.model.name,
+            version=self.model.version,
+            aliases=aliases,
+            state=self.state,
+            runtime=self.converted.runtime,
+            provider=self.session.provider,
+            reason=self.converted.reason,
+            flavor=self.converted.flavor,
+            signature=self.signature,
+            schema=self.schema,
+            output_kind=self.output_kind,
+            model=self.model,
+            parity=self.converted.parity,
+            load_seconds=self.load_seconds,
+            loaded_at=self.loaded_at,
+            batching=self.batcher.stats,
+        )
+
+
+class DeploymentTable:
+    """Name → deployments. Thread-safe; notifies listeners when the set of deployments changes."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, Deployment] = {}
+        self._failed: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
+
+    def add(self, deployment: Deployment) -> Deployment | None:
+        """Add or replace (same key) a deployment; returns the one it replaced."""
+        with self._lock:
+            old = self._by_key.get(deployment.key)
+            self._by_key[deployment.key] = deployment
+            self._failed.pop(deployment.key, None)
+        self._changed()
+        return old
+
+    def remove(self, key: str) -> Deployment | None:
+        with self._lock:
+            old = self._by_key.pop(key, None)
+        if old is not None:
+            self._changed()
+        return old
+
+    def mark_failed(self, key: str, reason: str) -> None:
+        """Record that a deployment could not be loaded (shown in listings and /health)."""
+        with self._lock:
+            self._failed[key] = reason
+
+    def failures(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._failed)
+
+    def all(self) -> list[Deployment]:
+        with self._lock:
+            return list(self._by_key.values())
+
+    def find(self, name: str, version_or_alias: str | None = None) -> Deployment:
+        """The deployment serving ``name`` at that version or alias; exact deployed aliases win."""
+        with self._lock:
+            candidates = [d for d in self._by_key.values() if d.model.name == name]
+        if not candidates:
+            served = sorted({d.model.name for d in self.all()})
+            raise ModelNotFound(f"model '{name}' is not served; served models: {served}", field="name")
+        if version_or_alias is None:
+            if len(candidates) > 1:
+                keys = sorted(d.key for d in candidates)
+                raise ModelNotFound(
+                    f"model '{name}' has several deployments {keys}; name a version or alias", field="version"
+                )
+            return candidates[0]
+        key = version_or_alias.lstrip("@")
+        for d in candidates:
+            if d.ref.alias == key or d.ref.version == key:
+                return d
+        for d in candidates:
+            if d.matches(key):
+                return d
+        offered = sorted({d.model.version for d in candidates} | {a for d in candidates for a in d.info().aliases})
+        raise ModelNotFound(
+            f"model '{name}' has no served version or alias '{version_or_alias}'; served: {offered}", field="version"
+        )
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener()
+            except Exception:  # a listener must never break a deploy
+                log.exception("deployment listener failed")

@@ -1,0 +1,131 @@
+"""Thin REST handlers over InferenceService: MLflow scoring, model listing, health."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from server.errors import ModelNotFound, PayloadTooLarge
+from server.prediction import Prediction
+from server.service import InferenceService
+
+router = APIRouter()
+
+
+def _service(request: Request) -> InferenceService:
+    service: InferenceService = request.app.state.service
+    return service
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes before reading them all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}", field="body")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes", field="body")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _respond(request: Request, prediction: Prediction) -> Response:
+    state = request.state
+    state.model, state.version, state.rows = prediction.name, prediction.version, prediction.rows
+    state.batch_rows, state.batch_requests = prediction.batch_rows, prediction.batch_requests
+    return Response(prediction.mlflow_json(), media_type="application/json")
+
+
+@router.post("/model/{name}/{version_or_alias}/invocations", tags=["scoring"], summary="Score rows with a model")
+async def invocations(name: str, version_or_alias: str, request: Request) -> Response:
+    """MLflow scoring protocol (every MLflow body, CSV, and ``{"data": [[...]]}``) for one model version or alias."""
+    service = _service(request)
+    request.state.model, request.state.version = name, version_or_alias
+    body = await read_body(request, service.max_body_bytes)
+    prediction = await service.predict_body(name, version_or_alias, body, request.headers.get("content-type"))
+    return _respond(request, prediction)
+
+
+@router.post("/invocations", tags=["scoring"], summary="Score rows (single-model server, like mlflow models serve)")
+async def single_invocations(request: Request) -> Response:
+    service = _service(request)
+    served = service.list()
+    if len(served) != 1:
+        paths = [
+            f"/model/{d.name}/{d.ref.rsplit('@', 1)[-1] if '@' in d.ref else d.version}/invocations" for d in served
+        ]
+        raise ModelNotFound(
+            f"/invocations needs exactly one served model; {len(served)} are served. Use one of {paths}", field="path"
+        )
+    dep = served[0]
+    body = await read_body(request, service.max_body_bytes)
+    prediction = await service.predict_body(dep.name, dep.version, body, request.headers.get("content-type"))
+    return _respond(request, prediction)
+
+
+@router.get("/ping", tags=["health"])
+async def ping() -> Response:
+    return Response("\n", media_type="application/json")
+
+
+@router.get("/health", tags=["health"])
+async def health(request: Request) -> Response:
+    service = _service(request)
+    ready = [d.key for d in service.list() if d.state == "READY"]
+    failed = service.failures()
+    status = 200 if ready or not failed else 503
+    return _json({"status": "ok" if status == 200 else "unavailable", "ready": ready, "failed": failed}, status)
+
+
+@router.get("/version", tags=["health"])
+async def version_info() -> Response:
+    return _json(
+        {
+            "modelport": _version("modelport"),
+            "mlflow": _version("mlflow", "mlflow-skinny"),
+            "onnxruntime": _version("onnxruntime-gpu", "onnxruntime"),
+        }
+    )
+
+
+@router.get("/models", tags=["models"], summary="Every served model")
+async def list_models(request: Request) -> Response:
+    service = _service(request)
+    failed = [{"key": key, "state": "FAILED", "reason": reason} for key, reason in service.failures().items()]
+    return _json({"models": [d.summary() for d in service.list()] + failed})
+
+
+@router.get("/models/{name}", tags=["models"], summary="Deployments of one model")
+async def get_model(name: str, request: Request) -> Response:
+    deps = [d.summary() for d in _service(request).list() if d.name == name]
+    if not deps:
+        _service(request).describe(name)  # raises ModelNotFound with the served names
+    return _json({"name": name, "deployments": deps})
+
+
+@router.get("/models/{name}/{version_or_alias}", tags=["models"], summary="One deployment, with its schemas")
+async def get_deployment(name: str, version_or_alias: str, request: Request) -> Response:
+    info = _service(request).describe(name, version_or_alias)
+    return _json(
+        info.summary() | {"request_schema": info.schema.rest_request, "input_example": info.model.input_example}
+    )
+
+
+def _version(*dists: str) -> str | None:
+    for dist in dists:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return None
