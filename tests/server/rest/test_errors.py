@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 
 import anyio
 import httpx
@@ -38,6 +39,7 @@ class Gate:
         return doubler(feeds)
 
 
+@asynccontextmanager
 async def _client(*deps) -> AsyncIterator[tuple[httpx.AsyncClient, DeploymentTable]]:
     table = DeploymentTable()
     for dep in deps:
@@ -53,7 +55,7 @@ async def _client(*deps) -> AsyncIterator[tuple[httpx.AsyncClient, DeploymentTab
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async for c, _ in _client(fake_deployment()):
+    async with _client(fake_deployment()) as (c, _):
         yield c
 
 
@@ -97,7 +99,7 @@ async def test_path_errors(client: httpx.AsyncClient) -> None:
 async def test_overload_is_503_with_retry_after() -> None:
     gate = Gate()
     dep = fake_deployment(gate, config=BatcherConfig(max_queue_requests=1))
-    async for client, _ in _client(dep):
+    async with _client(dep) as (client, _):
         async with anyio.create_task_group() as tg:
             results: list[httpx.Response] = []
 
@@ -120,7 +122,7 @@ async def test_overload_is_503_with_retry_after() -> None:
 async def test_timeout_is_504() -> None:
     gate = Gate()
     dep = fake_deployment(gate, config=BatcherConfig(timeout_s=0.05))
-    async for client, _ in _client(dep):
+    async with _client(dep) as (client, _):
         r = await client.post("/model/doubler/1/invocations", json={"data": [[1, "a"]]})
         gate.opened.set()
         assert r.status_code == 504 and r.json()["error_code"] == "DEADLINE_EXCEEDED"
