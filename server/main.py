@@ -92,7 +92,10 @@ def serve(settings: Settings, *, progress: Progress | None = None) -> None:
         access_log=False,
         timeout_graceful_shutdown=30,
     )
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled; shutdown (drain) is already done
+        log.info("stopped")
 
 
 def _version() -> str:
