@@ -29,9 +29,20 @@ NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
 }
 
 _TENSOR_TYPES = {
-    "bool": "boolean", "int8": "integer", "int16": "integer", "int32": "integer", "int64": "long",
-    "uint8": "integer", "uint16": "integer", "uint32": "long", "uint64": "long",
-    "float16": "float", "float32": "float", "float64": "double", "str": "string", "object": "string",
+    "bool": "boolean",
+    "int8": "integer",
+    "int16": "integer",
+    "int32": "integer",
+    "int64": "long",
+    "uint8": "integer",
+    "uint16": "integer",
+    "uint32": "long",
+    "uint64": "long",
+    "float16": "float",
+    "float32": "float",
+    "float64": "double",
+    "str": "string",
+    "object": "string",
 }
 
 
@@ -128,5 +139,6 @@ def _specs(schema: Any, col_meta: Mapping[str, Mapping[str, Any]]) -> tuple[tupl
         name = c.name if c.name is not None else str(i)
         m = col_meta.get(name, {})
         kind = _type_name(c.type)
-        specs.append(ColumnSpec(name, kind, bool(getattr(c, "optional", False)), (), m.get("description"), m.get("unit")))
+        optional = not getattr(c, "required", not getattr(c, "optional", False))  # MLflow >= 2.x: ColSpec.required
+        specs.append(ColumnSpec(name, kind, optional, (), m.get("description"), m.get("unit")))
     return tuple(specs), False

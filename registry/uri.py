@@ -28,7 +28,9 @@ class ModelRef:
         """Parse ``models:/name/3`` or ``models:/name@alias``."""
         match = _URI.match(uri.strip())
         if match is None:
-            raise InvalidModelURI(f"{uri!r} is not a model URI; expected models:/<name>/<version> or models:/<name>@<alias>")
+            raise InvalidModelURI(
+                f"{uri!r} is not a model URI; expected models:/<name>/<version> or models:/<name>@<alias>"
+            )
         return cls(match["name"], match["version"], match["alias"])
 
     @classmethod
