@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class BatchingSettings(BaseModel):
@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     """MLflow tracking URI (run metrics/params); default: the registry URI."""
     host: str = "127.0.0.1"
     port: int = 8000
-    models: tuple[str, ...] = ()
+    models: Annotated[tuple[str, ...], NoDecode] = ()
     """Model URIs to serve (also given as CLI arguments)."""
     deployments: tuple[DeploymentSpec, ...] = ()
     """Per-model deployments from the YAML config file."""
