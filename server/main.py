@@ -22,6 +22,7 @@ from server.manager import ModelManager
 from server.rest.app import create_rest_app
 from server.service import InferenceService
 from server.settings import Settings
+from tools import McpDoor
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class Components:
     service: InferenceService
     manager: ModelManager
     app: FastAPI
+    door: McpDoor | None = None
 
 
 def terminal_progress() -> Progress:
@@ -50,11 +52,7 @@ def build(settings: Settings, *, mcp: bool = True, progress: Progress | None = N
     service = InferenceService(table, max_body_bytes=settings.max_body_bytes, max_tool_rows=settings.max_tool_rows)
     registry = RegistryClient(settings.effective_registry_uri, settings.effective_tracking_uri)
     manager = ModelManager(ModelLoader(registry, settings, progress=progress), table)
-    door = None
-    if mcp:
-        from tools import McpDoor
-
-        door = McpDoor(service, settings)
+    door = McpDoor(service, settings) if mcp else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -77,8 +75,8 @@ def build(settings: Settings, *, mcp: bool = True, progress: Progress | None = N
 
     app = create_rest_app(service, lifespan=lifespan, version=_version())
     if door is not None:
-        app.mount("/mcp", door.asgi_app())
-    return Components(settings, table, service, manager, app)
+        door.install(app)  # exactly /mcp (a mount would redirect /mcp → /mcp/)
+    return Components(settings, table, service, manager, app, door)
 
 
 def serve(settings: Settings, *, progress: Progress | None = None) -> None:

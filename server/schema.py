@@ -57,7 +57,7 @@ def column_schema(col: ColumnSpec) -> dict[str, Any]:
         schema["enum"] = [c.item() if hasattr(c, "item") else c for c in col.categories]
     for dim in reversed(col.shape):
         schema = {"type": "array", "items": schema} | ({"minItems": dim, "maxItems": dim} if dim > 0 else {})
-    text = " ".join(p for p in (col.description, f"Unit: {col.unit}." if col.unit else None) if p)
+    text = _describe(col.description, col.unit)
     if text:
         schema["description"] = text
     return schema
@@ -89,12 +89,9 @@ def params_schema(params: Sequence[ParamSpec]) -> dict[str, Any] | None:
 
 def prediction_item_schema(kind: OutputKind, signature: ModelSignature) -> dict[str, Any]:
     """Schema of one row of the MCP/structured output."""
-    desc = " ".join(
-        p
-        for p in (signature.output_description, f"Unit: {signature.output_unit}." if signature.output_unit else None)
-        if p
-    )
+    desc = _describe(signature.output_description, signature.output_unit)
     if kind.kind == "classification":
+        desc = "Predicted class and the probability of each class." + (f" Model output: {desc}" if desc else "")
         label_type = _value_type(kind.classes)
         item: dict[str, Any] = {
             "type": "object",
@@ -115,6 +112,12 @@ def prediction_item_schema(kind: OutputKind, signature: ModelSignature) -> dict[
     if desc:
         item["description"] = desc
     return item
+
+
+def _describe(description: str | None, unit: str | None) -> str:
+    """``"Customer age. Unit: years."`` from a description and a unit, either of which may be missing."""
+    parts = [description.rstrip(". ") + "." if description else None, f"Unit: {unit}." if unit else None]
+    return " ".join(p for p in parts if p)
 
 
 def _value_type(values: Sequence[Any] | None) -> str:

@@ -53,7 +53,7 @@ def test_schemas_are_valid_and_portable(kind: OutputKind) -> None:
 def test_record_schema_types_required_enums_and_descriptions() -> None:
     schema = build_schema(SIG, OutputKind("regression"), max_items=50)
     record = schema.record
-    assert record["properties"]["year"] == {"type": "integer", "description": "Calendar year Unit: year."}
+    assert record["properties"]["year"] == {"type": "integer", "description": "Calendar year. Unit: year."}
     assert record["properties"]["product"]["enum"] == ["product_A", "product_B"]
     assert record["properties"]["units"]["type"] == "number"
     assert record["required"] == ["year", "product"]

@@ -1,0 +1,249 @@
+"""The low-level MCP ``Server`` over the live deployment table: one typed tool and one model card per deployment.
+
+We use the low-level ``mcp.server.Server`` (not ``MCPServer``) so our generated schemas are published exactly as
+written. It validates nothing itself: arguments are checked here against the published ``inputSchema``
+(``tools.checks``), and every tool passes the schema checklist and both protocol eras' wire types before it is listed.
+
+Change notifications reach both protocol eras (``notify_changed``): 2026-07-28 clients through
+``subscriptions/listen`` streams (the subscription bus), handshake-era clients on their connection's standalone
+stream. The SDK has no public registry of legacy connections, so a server middleware records them as they talk to us.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import weakref
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import anyio
+import mcp.types as types
+from mcp.server import NotificationOptions, Server, ServerRequestContext
+from mcp.server.caching import CacheHint
+from mcp.server.connection import Connection
+from mcp.server.context import CallNext, HandlerResult
+from mcp.server.models import InitializationOptions
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ResourcesListChanged, ToolsListChanged
+from mcp_types.methods import serialize_server_result
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
+from pydantic import ValidationError
+
+from server.errors import InferenceFailed
+from server.service import InferenceService
+from tools.catalog import META_KEY, Catalog, CatalogBuilder, ToolSpec
+from tools.checks import validate_arguments
+from tools.errors import tool_error, unknown_tool
+from tools.resources import card_templates, list_cards, read_card
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "modelport"
+INSTRUCTIONS = (
+    'Each tool scores rows with one served MLflow model. Call a tool with {"inputs": [{column: value}, ...]}; its '
+    "description lists every column (type, unit, allowed values) and gives an example call. Results are "
+    '{"predictions": [...]}, one entry per row. Model cards (metrics, lineage, signature) are resources '
+    "modelport://models/{name}/{version}. For bulk scoring use the REST path named in each tool's description."
+)
+_NOTIFY_TIMEOUT_S = 5.0
+_ERAS = (LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION)
+_ANNOTATIONS = dict(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+
+
+def _version() -> str:
+    try:
+        return version("modelport")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+class _DoorServer(Server[Any]):
+    """A ``Server`` that announces ``listChanged`` to handshake-era clients too.
+
+    The SDK's HTTP runner builds the ``initialize`` result without ``NotificationOptions``, which would advertise
+    ``tools.listChanged: false`` to legacy clients although we do send the notification.
+    """
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        options = notification_options or NotificationOptions(tools_changed=True, resources_changed=True)
+        return super().create_initialization_options(options, experimental_capabilities, extensions)
+
+
+class ToolServer:
+    """Builds and serves the MCP view of an ``InferenceService``.
+
+    Args:
+        service: the shared inference service (the same one REST uses).
+        name: the server name announced to clients.
+    """
+
+    def __init__(self, service: InferenceService, *, name: str = SERVER_NAME) -> None:
+        self.service = service
+        self.bus = InMemorySubscriptionBus()
+        self.listen = ListenHandler(self.bus)
+        self._builder = CatalogBuilder()
+        self._published: dict[int, tuple[ToolSpec, types.Tool | None]] = {}
+        self._legacy: weakref.WeakSet[Connection] = weakref.WeakSet()
+        hint = CacheHint(ttl_ms=0, scope="public")
+        self.server = _DoorServer(
+            name,
+            version=_version(),
+            title="modelport: MLflow models as tools",
+            instructions=INSTRUCTIONS,
+            cache_hints={
+                "tools/list": hint,
+                "resources/list": hint,
+                "resources/templates/list": hint,
+                "resources/read": hint,
+            },
+            get_tool_input_schema=self._input_schema,
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,
+            on_list_resources=self._list_resources,
+            on_list_resource_templates=self._list_templates,
+            on_read_resource=self._read_resource,
+            on_subscriptions_listen=self.listen,
+        )
+        self.server.middleware.append(self._track_legacy)
+
+    # -- catalogue ----------------------------------------------------------------------------------------------
+
+    def catalog(self) -> Catalog:
+        """The tools of the deployments served right now."""
+        return self._builder.build(self.service.list())
+
+    def tools(self, catalog: Catalog | None = None) -> list[types.Tool]:
+        """The published tools: every spec that also passes both protocol eras' wire types."""
+        catalog = catalog or self.catalog()
+        published: dict[int, tuple[ToolSpec, types.Tool | None]] = {}
+        for spec in catalog.tools:
+            entry = self._published.get(id(spec))
+            if entry is None or entry[0] is not spec:
+                entry = (spec, _wire_checked(spec))
+            published[id(spec)] = entry
+        self._published = published
+        return [tool for _, tool in published.values() if tool is not None]
+
+    def _input_schema(self, name: str) -> dict[str, Any] | None:
+        spec = self.catalog().get(name)
+        return None if spec is None else spec.input_schema
+
+    # -- handlers -----------------------------------------------------------------------------------------------
+
+    async def _list_tools(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=self.tools())
+
+    async def _call_tool(
+        self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        catalog = self.catalog()
+        spec = catalog.get(params.name)
+        if spec is None:
+            raise unknown_tool(params.name, catalog.names)
+        limit = self.service.max_tool_rows
+        problem = validate_arguments(spec.input_schema, params.arguments, max_rows=limit)
+        if problem is not None:
+            return tool_error(problem, spec)
+        args = params.arguments or {}
+        rows = args["inputs"]
+        await ctx.session.report_progress(0, 1, f"scoring {len(rows)} row(s) with {spec.title}")
+        try:
+            prediction = await self.service.predict_records(
+                spec.model_name, spec.selector, rows, args.get("params"), max_rows=limit
+            )
+            structured = prediction.structured()
+        except Exception as exc:  # every failure becomes an isError result the agent can read
+            return tool_error(exc, spec)
+        try:
+            text = json.dumps(structured, allow_nan=False, separators=(",", ":"))
+        except ValueError as exc:  # NaN or infinity cannot be sent as JSON
+            return tool_error(InferenceFailed(f"the model returned values that are not valid JSON ({exc})"), spec)
+        await ctx.session.report_progress(1, 1, "done")
+        meta = {
+            META_KEY: {
+                "name": prediction.name,
+                "version": prediction.version,
+                "deployment": spec.key,
+                "batchRows": prediction.batch_rows,
+                "batchRequests": prediction.batch_requests,
+            }
+        }
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text=text)], structured_content=structured, _meta=meta
+        )
+
+    async def _list_resources(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        return types.ListResourcesResult(resources=list_cards(self.catalog()))
+
+    async def _list_templates(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        return types.ListResourceTemplatesResult(resource_templates=card_templates())
+
+    async def _read_resource(
+        self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        return read_card(self.service, str(params.uri), self.catalog())
+
+    # -- change notifications -----------------------------------------------------------------------------------
+
+    async def _track_legacy(self, ctx: ServerRequestContext[Any], call_next: CallNext) -> HandlerResult:
+        # NOTE: ServerSession keeps its connection private in mcp 2.3 and there is no public registry of legacy
+        # connections; a weak set lets finished connections go away on their own.
+        if ctx.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS:
+            connection = getattr(ctx.session, "_connection", None)
+            if isinstance(connection, Connection) and connection.has_standalone_channel:
+                self._legacy.add(connection)
+        return await call_next(ctx)
+
+    @property
+    def legacy_connections(self) -> int:
+        """Handshake-era connections that will be told about changes."""
+        return len(self._legacy)
+
+    async def notify_changed(self) -> None:
+        """Tell every client of both eras that the tool and resource lists changed."""
+        await self.bus.publish(ToolsListChanged())
+        await self.bus.publish(ResourcesListChanged())
+        for connection in list(self._legacy):
+            try:
+                with anyio.fail_after(_NOTIFY_TIMEOUT_S):
+                    await connection.send_tool_list_changed()
+                    await connection.send_resource_list_changed()
+            except Exception as exc:  # a gone client must not stop the others from hearing about it
+                log.debug("dropping a legacy MCP connection that could not be notified: %r", exc)
+                self._legacy.discard(connection)
+
+
+def _wire_checked(spec: ToolSpec) -> types.Tool | None:
+    tool = types.Tool(
+        name=spec.name,
+        title=spec.title,
+        description=spec.description,
+        input_schema=spec.input_schema,
+        output_schema=spec.output_schema,
+        annotations=types.ToolAnnotations(title=spec.title, **_ANNOTATIONS),
+        _meta=spec.meta,
+    )
+    wire = {
+        "tools": [tool.model_dump(by_alias=True, mode="json", exclude_none=True)],
+        "ttlMs": 0,
+        "cacheScope": "public",
+        "resultType": "complete",
+    }
+    for era in _ERAS:
+        try:
+            serialize_server_result("tools/list", era, wire)
+        except (ValidationError, KeyError, ValueError) as exc:
+            log.warning("model %s is not published as an MCP tool: invalid for protocol %s: %s", spec.key, era, exc)
+            return None
+    return tool
