@@ -119,8 +119,11 @@ def onnx_feeds(converted: ConvertedModel, signature: ModelSignature) -> ToFeeds:
             return {name: out}
 
         return to_matrix
-    plan = [(c.name, converted.input_map.get(c.name, c.name), c.shape) for c in signature.inputs]
-    plan = [(col, inp, shape, dtypes.get(inp)) for col, inp, shape in plan]
+    plan = [
+        (c.name, inp, c.shape, dtypes.get(inp))
+        for c in signature.inputs
+        for inp in (converted.input_map.get(c.name, c.name),)
+    ]
 
     def to_columns(columns: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
         feeds = {}
