@@ -28,7 +28,14 @@ typecheck: install
 test: lint  ## lint, layer contracts, then the whole test suite
 	$(BIN)/pytest -q
 
-bench: install
+bench: install  ## modelport vs mlflow models serve vs a bare uvicorn echo, side by side (needs wrk; a few minutes)
+	$(BIN)/python -m bench.suite
+
+.PHONY: bench-full bench-runtime
+bench-full: install  ## every size x concurrency x body format, 10 s per point
+	$(BIN)/python -m bench.suite --full
+
+bench-runtime: install  ## the runtime alone: raw onnxruntime and the batcher, no HTTP
 	$(BIN)/python bench/runtime_bench.py
 
 mcp-checks: install  ## MCP Inspector CLI + conformance suite against a demo server

@@ -17,12 +17,12 @@ def shape_key(feeds: Feeds) -> tuple[Hashable, ...]:
         feeds: One array per input name; the leading dimension is the row count.
 
     Returns:
-        A sorted tuple of ``(name, dtype.str, shape[1:])``.
+        A tuple of ``(name, dtype, shape[1:])`` sorted by name.
     """
     if len(feeds) == 1:
         ((name, arr),) = feeds.items()
-        return ((name, arr.dtype.str, arr.shape[1:]),)
-    return tuple(sorted((name, arr.dtype.str, arr.shape[1:]) for name, arr in feeds.items()))
+        return ((name, arr.dtype, arr.shape[1:]),)
+    return tuple([(name, feeds[name].dtype, feeds[name].shape[1:]) for name in sorted(feeds)])
 
 
 def rows(feeds: Feeds) -> int:

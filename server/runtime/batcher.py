@@ -6,7 +6,10 @@ batch runs pile up and go together in the next one. ``max_delay_ms`` only adds a
 running (it ends early when the runtime goes idle or the batch is full), so a lone request never waits on a timer.
 
 Batches run in a dedicated thread pool (onnxruntime releases the GIL); stacking and splitting happen there too, so
-the event loop only moves futures.
+the event loop only moves futures. A batch that is known to be cheap (its size class has run in under
+``inline_below_ms`` at least ``_INLINE_AFTER`` times) runs on the event loop itself when batches run one at a time:
+for a few rows the thread hand-off (a wake-up, the GIL hand-over and back, a self-pipe write) costs more than the
+inference.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from server.runtime.batch import rows, shape_key, split, stack
 
 logger = logging.getLogger(__name__)
 
+#: Runs of a size class measured before its batches may run on the event loop.
+_INLINE_AFTER = 8
+
 RunBatch = Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]]
 
 
@@ -41,6 +47,8 @@ class BatcherConfig:
         max_delay_ms: Extra wait to fill a batch, only while another batch is running.
         timeout_s: Per-request limit from submit to result (``InferenceTimeout``).
         max_concurrent_batches: Batches in flight at once (more than one helps CUDA sessions).
+        inline_below_ms: Run a batch on the event loop when batches of its size class have taken less than this
+            (``0`` never does); only while ``max_concurrent_batches`` is 1.
     """
 
     max_batch_rows: int = 1024
@@ -48,6 +56,7 @@ class BatcherConfig:
     max_delay_ms: float = 0.0
     timeout_s: float = 30.0
     max_concurrent_batches: int = 1
+    inline_below_ms: float = 0.25
 
     def __post_init__(self) -> None:
         for name in ("max_batch_rows", "max_queue_requests", "max_concurrent_batches"):
@@ -57,6 +66,8 @@ class BatcherConfig:
             raise ValueError(f"max_delay_ms must not be negative, got {self.max_delay_ms}")
         if self.timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {self.timeout_s}")
+        if self.inline_below_ms < 0:
+            raise ValueError(f"inline_below_ms must not be negative, got {self.inline_below_ms}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +102,10 @@ class BatcherStats:
     last: BatchRecord | None
     failed_batches: int = 0
     timeouts: int = 0
+    max_batch_rows: int = 0
+    """The configured ``max_batch_rows`` (what v2 clients see as ``max_batch_size``)."""
+    inline_batches: int = 0
+    """Batches run on the event loop (known cheap) instead of the worker thread."""
 
 
 class _Request:
@@ -150,6 +165,10 @@ class Batcher:
         self._stopping = False
         self._batches = self._requests = self._rows = self._max_rows = self._failed = self._timeouts = 0
         self._last: BatchRecord | None = None
+        # Per size class (rows.bit_length()): [runs seen, a slowly forgetting minimum of their run time in seconds].
+        self._cost: dict[int, list[float]] = {}
+        self._inline_s = config.inline_below_ms / 1000.0 if config.max_concurrent_batches == 1 else 0.0
+        self._inline_batches = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -214,6 +233,8 @@ class Batcher:
             last=self._last,
             failed_batches=self._failed,
             timeouts=self._timeouts,
+            max_batch_rows=self._config.max_batch_rows,
+            inline_batches=self._inline_batches,
         )
 
     # ------------------------------------------------------------------ requests
@@ -370,9 +391,31 @@ class Batcher:
             assert req.feeds is not None
             feeds.append(req.feeds)
             req.feeds = None  # the request may outlive the batch in self._pending; its inputs need not
+        if self._inline_s and self._cheap(sum(req.rows for req in batch)):
+            # Known to be cheap: run here and now (no thread hand-off), then complete as a thread run would.
+            self._inline_batches += 1
+            future = self._loop.create_future()
+            try:
+                future.set_result(self._execute(feeds))
+            except _BatchError as exc:
+                future.set_exception(exc)
+            self._running[future] = batch
+            self._complete(batch, queue_wait, future)
+            return
         future = self._loop.run_in_executor(self._executor, self._execute, feeds)
         self._running[future] = batch
         future.add_done_callback(functools.partial(self._complete, batch, queue_wait))
+
+    def _cheap(self, n_rows: int) -> bool:
+        cost = self._cost.get(n_rows.bit_length())
+        return cost is not None and cost[0] >= _INLINE_AFTER and cost[1] < self._inline_s
+
+    def _learn(self, n_rows: int, run_s: float) -> None:
+        """Track each size class's run time: a minimum that forgets slowly (2% a batch), so one slow run or a
+        contended GIL does not mark a class expensive for good, and a class that got slower is noticed."""
+        cost = self._cost.setdefault(n_rows.bit_length(), [0, run_s])
+        cost[0] += 1
+        cost[1] = min(run_s, cost[1] * 1.02)
 
     def _execute(self, requests: list[Mapping[str, np.ndarray]]) -> tuple[list[dict[str, np.ndarray]], float]:
         """Worker thread: stack, run, split."""
@@ -408,6 +451,8 @@ class Batcher:
         else:
             parts, run_s = future.result()
         n_rows = sum(req.rows for req in batch)
+        if error is None:
+            self._learn(n_rows, run_s)
         record = BatchRecord(rows=n_rows, requests=len(batch), queue_wait_s=queue_wait, run_s=run_s, error=error)
         for req, part in zip(batch, parts, strict=False):
             if not req.future.done():

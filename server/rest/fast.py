@@ -1,0 +1,157 @@
+"""The scoring routes served straight on ASGI, ahead of the FastAPI stack.
+
+``POST /model/{name}/{version_or_alias}/invocations``, ``POST /invocations`` and
+``POST /v2/models/{m}[/versions/{v}]/infer`` are the hot path: for a 1-row request FastAPI's middleware stack,
+router, request object and exception wrappers cost several times the decode + inference (docs/performance.md).
+Here they get exactly what the FastAPI routes do (same handlers in ``routes.py``/``v2.py``, same request id, access
+log line and error mapping from ``errors.py``) in one plain coroutine, and the response goes out as a single body
+message with its ``content-length``. The FastAPI routes stay for the OpenAPI document and serve these paths whenever
+the fast path is off (``RestApp`` turns it off when the app has middleware of its own beyond ``RequestContext``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from server.errors import PayloadTooLarge, ServingError
+from server.rest import errors
+from server.rest.middleware import HEADER, log_request, request_id_from
+from server.rest.routes import note_prediction, score, single_model
+from server.rest.v2 import HEADER_LENGTH, Reply, error_reply, infer
+from server.service import InferenceService
+
+Handler = Callable[[dict[str, Any], bytes, dict[bytes, bytes]], Awaitable[Reply]]
+
+_JSON = b"application/json"
+_WANTED = (b"content-type", b"content-length", HEADER_LENGTH.encode())
+
+
+class _Disconnected(Exception):
+    """The client went away before sending its whole body."""
+
+
+class ScoringFastPath:
+    """Matches and serves the scoring routes; ``route(scope)`` says whether a request is one of them."""
+
+    def __init__(self, service: InferenceService) -> None:
+        self.service = service
+
+    def route(self, scope: Scope) -> Handler | None:
+        """The handler for a scoring request, ``None`` for anything else (FastAPI serves it)."""
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return None
+        path: str = scope["path"]
+        if path.endswith("/invocations"):
+            if path == "/invocations":
+                return self._single
+            parts = path.split("/")
+            if len(parts) == 5 and parts[1] == "model" and parts[2] and parts[3]:
+                name, version = parts[2], parts[3]
+                return lambda state, body, headers: self._invocations(name, version, state, body, headers)
+        elif path.startswith("/v2/models/") and path.endswith("/infer"):
+            parts = path.split("/")
+            if len(parts) == 5 and parts[3]:
+                name, v2version = parts[3], None
+            elif len(parts) == 7 and parts[3] and parts[4] == "versions" and parts[5]:
+                name, v2version = parts[3], parts[5]
+            else:
+                return None
+            return lambda state, body, headers: self._infer(name, v2version, state, body, headers)
+        return None
+
+    async def serve(self, handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run ``handler`` with request id, body limit, error mapping and the access-log line."""
+        started = time.perf_counter()
+        raw_headers = scope["headers"]
+        headers = {k: v for k, v in raw_headers if k in _WANTED}
+        request_id = request_id_from(raw_headers)
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status = 500
+        try:
+            try:
+                body = await self._body(receive, headers.get(b"content-length"))
+                reply = await handler(state, body, headers)
+            except _Disconnected:
+                status = 499
+                return
+            except ServingError as exc:
+                state["error"] = exc.message
+                if scope["path"].startswith("/v2/"):
+                    reply = error_reply(exc, request_id)
+                else:
+                    reply = await self._mapped(errors.serving_error, exc, scope, receive)
+            except Exception as exc:
+                reply = await self._mapped(errors.unexpected_error, exc, scope, receive)
+            status = reply.status
+            out = [(b"content-type", reply.content_type.encode("latin-1")),
+                   (b"content-length", str(len(reply.body)).encode("latin-1")),
+                   (HEADER, request_id.encode("latin-1"))]  # fmt: skip
+            out += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]
+            await send({"type": "http.response.start", "status": status, "headers": out})
+            await send({"type": "http.response.body", "body": reply.body})
+        finally:
+            log_request(scope, state, status, started)
+
+    async def _body(self, receive: Receive, declared: bytes | None) -> bytes:
+        limit = self.service.max_body_bytes
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"request body is {int(declared)} bytes; the limit is {limit}", field="body")
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        body: bytes = message.get("body", b"")
+        if not message.get("more_body", False):
+            if len(body) > limit:
+                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes", field="body")
+            return body
+        chunks, size = [body], len(body)
+        while message.get("more_body", False):
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes", field="body")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @staticmethod
+    async def _mapped(
+        handler: Callable[[Request, Exception], Awaitable[Response]], exc: Exception, scope: Scope, receive: Receive
+    ) -> Reply:
+        """Render an error with the REST door's one mapping (``server/rest/errors.py``)."""
+        response = await handler(Request(scope, receive), exc)
+        extra = {k.decode("latin-1"): v.decode("latin-1") for k, v in response.raw_headers}
+        extra.pop("content-type", None)
+        extra.pop("content-length", None)
+        return Reply(bytes(response.body), response.status_code, "application/json", extra)
+
+    async def _invocations(
+        self, name: str, version: str, state: dict[str, Any], body: bytes, headers: dict[bytes, bytes]
+    ) -> Reply:
+        state["model"], state["version"] = name, version
+        content_type = headers.get(b"content-type")
+        prediction = await score(
+            self.service, name, version, body, content_type.decode("latin-1") if content_type else None
+        )
+        note_prediction(state, prediction)
+        return Reply(prediction.mlflow_json())
+
+    async def _single(self, state: dict[str, Any], body: bytes, headers: dict[bytes, bytes]) -> Reply:
+        name, version = single_model(self.service)
+        return await self._invocations(name, version, state, body, headers)
+
+    async def _infer(
+        self, name: str, version: str | None, state: dict[str, Any], body: bytes, headers: dict[bytes, bytes]
+    ) -> Reply:
+        state["model"], state["version"] = name, version
+        length = headers.get(HEADER_LENGTH.encode())
+        return await infer(self.service, name, version, body, length.decode("latin-1") if length else None, state)
