@@ -81,8 +81,13 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from server.main import serve
 
-    if not settings.all_deployments():
-        print("modelport: nothing to serve; pass model URIs (models:/name/1) or --config", file=sys.stderr)
+    on_demand = settings.policy.mode == "registry" or settings.endpoints_db.exists()
+    if not settings.all_deployments() and not on_demand:
+        print(
+            "modelport: nothing to serve; pass model URIs (models:/name/1), --config, or serve the registry on demand "
+            """(MODELPORT_POLICY='{"mode": "registry"}')""",
+            file=sys.stderr,
+        )
         return 2
     serve(settings)
     return 0

@@ -27,6 +27,7 @@ from registry import ColumnSpec, ModelSignature
 from server.errors import InvalidInput, PayloadTooLarge
 
 INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs", "data")
+_INPUT_SET = frozenset(INPUT_KEYS)
 _EXTRA_KEYS = {"params", "client_request_id", "databricks_options"}
 
 
@@ -60,6 +61,10 @@ class Decoder:
         return self.decode_payload(payload)
 
     def decode_payload(self, payload: Mapping[str, Any]) -> ModelInput:
+        if len(payload) == 1:  # the common case: exactly one input key and nothing else
+            (key,) = payload
+            if key in _INPUT_SET:
+                return self._finish(self._columns(key, payload[key]), {})
         keys = [k for k in INPUT_KEYS if k in payload]
         unknown = sorted(set(payload) - set(INPUT_KEYS) - _EXTRA_KEYS)
         if unknown:
@@ -72,16 +77,16 @@ class Decoder:
                 f"request must contain exactly one of {list(INPUT_KEYS)}; got {keys or 'none'}", field="body"
             )
         key = keys[0]
-        value = payload[key]
+        return self._finish(self._columns(key, payload[key]), self._params(payload.get("params")))
+
+    def _columns(self, key: str, value: Any) -> dict[str, list[Any]]:
         if key == "dataframe_split":
-            columns = self._from_split(value)
-        elif key == "dataframe_records":
-            columns = self._from_records(value, key)
-        elif key == "data":
-            columns = self._from_value(value, key, rows_by_position=True)
-        else:
-            columns = self._from_value(value, key, rows_by_position=self.signature.is_tensor)
-        return self._finish(columns, self._params(payload.get("params")))
+            return self._from_split(value)
+        if key == "dataframe_records":
+            return self._from_records(value, key)
+        if key == "data":
+            return self._from_value(value, key, rows_by_position=True)
+        return self._from_value(value, key, rows_by_position=self.signature.is_tensor)
 
     def decode_records(
         self,
@@ -91,6 +96,41 @@ class Decoder:
         field_name: str = "inputs",
     ) -> ModelInput:
         return self._finish(self._from_records(records, field_name), self._params(params))
+
+    def decode_columns(
+        self, columns: Mapping[str, np.ndarray], params: Mapping[str, Any] | None = None, *, field_name: str = "inputs"
+    ) -> ModelInput:
+        """Check and cast already-columnar input (Arrow IPC, v2 tensors): one array per column, rows first.
+
+        Scalar columns may come as ``(n,)`` or ``(n, 1)``; numeric arrays are cast without a per-value Python step
+        when they fit the signature type; anything else goes through the same per-value checks as JSON.
+        """
+        extra = sorted(set(columns) - self._known)
+        if extra:
+            raise InvalidInput(f"unknown {field_name} {extra}; the model takes {self._names}", field=extra[0])
+        n: int | None = None
+        for name, arr in columns.items():
+            shape = getattr(arr, "shape", ())
+            if not shape:
+                raise InvalidInput(f"column '{name}' must have a leading row dimension", field=name)
+            if n is None:
+                n = shape[0]
+            elif shape[0] != n:
+                raise InvalidInput("columns have different lengths", field=name)
+        if not n:
+            raise InvalidInput("request has no rows", field="body")
+        if n > self.max_rows:
+            raise PayloadTooLarge(f"request has {n} rows; the limit is {self.max_rows}", field="body")
+        out: dict[str, np.ndarray] = {}
+        for col in self.signature.inputs:
+            given = columns.get(col.name)
+            if given is None:
+                if not col.optional:
+                    raise InvalidInput(f"missing required column '{col.name}' ({col.type})", field=col.name)
+                out[col.name] = to_array(col, [_MISSING] * n)
+            else:
+                out[col.name] = column_array(col, np.asarray(given))
+        return ModelInput(out, n, self._params(params))
 
     def decode_csv(self, body: bytes) -> ModelInput:
         try:
@@ -174,8 +214,8 @@ class Decoder:
     # -- typing -------------------------------------------------------------------------------------------------
 
     def _finish(self, raw: dict[str, list[Any]], params: dict[str, Any]) -> ModelInput:
-        extra = sorted(set(raw) - self._known)
-        if extra:
+        if not raw.keys() <= self._known:
+            extra = sorted(set(raw) - self._known)
             raise InvalidInput(f"unknown column(s) {extra}; the model takes {self._names}", field=extra[0])
         lengths = {len(v) for v in raw.values()}
         if len(lengths) > 1:
@@ -262,6 +302,8 @@ def to_array(col: ColumnSpec, values: list[Any]) -> np.ndarray:
                 field=col.name,
             )
         return arr
+    if len(values) <= _SMALL:
+        return _small_numbers(col, values)
     try:
         arr = np.array(values)
     except (ValueError, TypeError):
@@ -275,6 +317,61 @@ def to_array(col: ColumnSpec, values: list[Any]) -> np.ndarray:
             return _slow(col, values)
         return arr.astype(col.dtype, copy=False)
     return _slow(col, values)
+
+
+_NUMERIC = frozenset({"integer", "long", "float", "double"})
+#: Up to this many values, numeric columns are checked per value in Python: cheaper than numpy's ufunc calls.
+_SMALL = 16
+
+
+def _small_numbers(col: ColumnSpec, values: list[Any]) -> np.ndarray:
+    """A short numeric column: every value a finite number (integral for integer columns), else ``_slow``."""
+    integral = col.type in ("integer", "long")
+    for v in values:
+        kind = type(v)
+        if kind is int:
+            continue
+        if kind is float and math.isfinite(v) and (not integral or v.is_integer()):
+            continue
+        return _slow(col, values)
+    try:
+        return np.array(values, dtype=col.dtype)
+    except (OverflowError, ValueError):
+        return _slow(col, values)
+
+
+def column_array(col: ColumnSpec, arr: np.ndarray) -> np.ndarray:
+    """Check and cast one already-typed column (rows first) to its signature dtype, or raise InvalidInput."""
+    if not col.shape and arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1 + len(col.shape) or any(e > 0 and e != a for e, a in zip(col.shape, arr.shape[1:], strict=False)):
+        want = f"per-row shape {list(col.shape)}" if col.shape else "one value per row"
+        raise InvalidInput(f"column '{col.name}' must have {want}; got shape {list(arr.shape)}", field=col.name)
+    kind, dtype = col.type, arr.dtype
+    if kind in _NUMERIC:
+        if dtype.kind in "iu":
+            return arr.astype(col.dtype, copy=False)
+        if dtype.kind == "f" and np.isfinite(arr).all():
+            if kind in ("integer", "long") and not np.array_equal(arr, np.floor(arr)):
+                return _per_value(col, arr)
+            return arr.astype(col.dtype, copy=False)
+    elif kind == "boolean" and dtype.kind == "b":
+        return arr
+    elif kind in ("string", "binary"):
+        if dtype.kind == "U":
+            return arr.astype(object)
+        if dtype.kind == "O" and all(type(v) is str for v in arr.ravel()):
+            return arr
+    elif kind == "datetime" and dtype.kind == "M":
+        return arr.astype(col.dtype, copy=False)
+    return _per_value(col, arr)
+
+
+def _per_value(col: ColumnSpec, arr: np.ndarray) -> np.ndarray:
+    values = arr.tolist()
+    if col.shape:
+        return to_array(col, values)
+    return to_array(col, [None if isinstance(v, float) and math.isnan(v) else v for v in values])
 
 
 def _slow(col: ColumnSpec, values: list[Any]) -> np.ndarray:
@@ -316,6 +413,8 @@ def _slow(col: ColumnSpec, values: list[Any]) -> np.ndarray:
         return np.array(out, dtype=object)  # optional non-numeric nulls stay None, as pandas keeps them
     try:
         return np.array(out, dtype=col.dtype)
+    except OverflowError:
+        raise InvalidInput(f"column '{col.name}': a value is out of range for {kind}", field=col.name) from None
     except ValueError as exc:
         raise InvalidInput(f"column '{col.name}': {exc}", field=col.name) from None
 

@@ -24,6 +24,34 @@ ToFeeds = Callable[[Mapping[str, np.ndarray], int], dict[str, np.ndarray]]
 FromOutputs = Callable[[Mapping[str, np.ndarray]], tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]
 
 
+@dataclass(slots=True)
+class Lifecycle:
+    """Where a deployment stands in its lifecycle (set by the manager and the alias follower)."""
+
+    pinned: bool = True
+    """Pinned deployments are never evicted nor unloaded when idle (listed ones, endpoints without scale-to-zero)."""
+    owners: tuple[str, ...] = ()
+    """Who holds it: ``settings``, ``endpoint:<name>``; empty for one loaded on demand."""
+    pending_version: str | None = None
+    """A newer version of the alias being loaded in the background."""
+    last_error: str | None = None
+    """Why the last promotion failed (the deployment kept serving)."""
+    previous_version: str | None = None
+    """The version this deployment replaced in its last hot swap."""
+    swapped_at: float | None = None
+    """Wall-clock time of the last hot swap."""
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "pinned": self.pinned,
+            "owners": list(self.owners),
+            "pending_version": self.pending_version,
+            "last_error": self.last_error,
+            "previous_version": self.previous_version,
+            "swapped_at": self.swapped_at,
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class DeploymentInfo:
     """A read-only view of one deployment, for listings, model cards and tool generation."""
@@ -48,6 +76,11 @@ class DeploymentInfo:
     load_seconds: float
     loaded_at: float
     batching: BatcherStats | None
+    lifecycle: Lifecycle | None = None
+    memory_bytes: int = 0
+    """Approximate memory held by the session (for the cache bound)."""
+    idle_seconds: float | None = None
+    """Seconds since the last request (``None``: none yet)."""
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready listing entry."""
@@ -71,6 +104,11 @@ class DeploymentInfo:
                 "passed": self.parity.passed,
             },
             "load_seconds": round(self.load_seconds, 3),
+            "memory_mb": round(self.memory_bytes / 2**20, 3),
+            "idle_seconds": None if self.idle_seconds is None else round(self.idle_seconds, 3),
+            "pending_version": None if self.lifecycle is None else self.lifecycle.pending_version,
+            "last_error": None if self.lifecycle is None else self.lifecycle.last_error,
+            "lifecycle": None if self.lifecycle is None else self.lifecycle.summary(),
             "description": self.model.model_description,
             "version_description": self.model.version_description,
             "signature": {
@@ -135,6 +173,14 @@ class Deployment:
     state: str = "READY"
     run_with_params: Callable[[Mapping[str, np.ndarray], Mapping[str, Any]], Mapping[str, np.ndarray]] | None = None
     """Unbatched path for requests carrying params (pyfunc models whose signature has params)."""
+    last_used: float | None = None
+    """``time.monotonic()`` of the last request (the cache's LRU order and idle unloading)."""
+    memory_bytes: int = 0
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+
+    def touch(self) -> None:
+        """Record a request (LRU order, idle time)."""
+        self.last_used = time.monotonic()
 
     @property
     def key(self) -> str:
@@ -167,6 +213,9 @@ class Deployment:
             load_seconds=self.load_seconds,
             loaded_at=self.loaded_at,
             batching=self.batcher.stats,
+            lifecycle=self.lifecycle,
+            memory_bytes=self.memory_bytes,
+            idle_seconds=None if self.last_used is None else time.monotonic() - self.last_used,
         )
 
 
@@ -207,6 +256,16 @@ class DeploymentTable:
     def all(self) -> list[Deployment]:
         with self._lock:
             return list(self._by_key.values())
+
+    def get(self, key: str) -> Deployment | None:
+        """The deployment with exactly this key (``name@alias`` or ``name/version``), if served."""
+        with self._lock:
+            return self._by_key.get(key)
+
+    def clear_failed(self, key: str) -> None:
+        """Forget a recorded load failure."""
+        with self._lock:
+            self._failed.pop(key, None)
 
     def find(self, name: str, version_or_alias: str | None = None) -> Deployment:
         """The deployment serving ``name`` at that version or alias; exact deployed aliases win."""

@@ -10,7 +10,11 @@ ServingError
  ├── Overloaded          the model's queue is full                            (REST 503 + Retry-After)
  ├── InferenceTimeout    the request waited longer than its timeout           (REST 504)
  ├── ServerStopping      the batcher refuses new work while draining          (REST 503)
- └── InferenceFailed     the model raised or returned a malformed result      (REST 500 with request id)
+ ├── InferenceFailed     the model raised or returned a malformed result      (REST 500 with request id)
+ ├── Conflict            the resource is busy (e.g. an endpoint update in progress) (REST 409, RESOURCE_CONFLICT)
+ │    └── AlreadyExists  a resource with that name exists                     (REST 409, RESOURCE_ALREADY_EXISTS)
+ ├── Unauthenticated     missing or invalid credentials or signature          (REST 401)
+ └── PermissionDenied    the caller may not do this (e.g. webhooks disabled)   (REST 403)
 """
 
 from __future__ import annotations
@@ -65,3 +69,19 @@ class ServerStopping(ServingError):
 
 class InferenceFailed(ServingError):
     error_code = "INTERNAL_ERROR"
+
+
+class Conflict(ServingError):
+    error_code = "RESOURCE_CONFLICT"
+
+
+class AlreadyExists(Conflict):
+    error_code = "RESOURCE_ALREADY_EXISTS"
+
+
+class Unauthenticated(ServingError):
+    error_code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(ServingError):
+    error_code = "PERMISSION_DENIED"

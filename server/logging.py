@@ -9,6 +9,8 @@ from typing import Literal
 
 import structlog
 
+from server.accesslog import JsonLinesHandler
+
 _NOISY = ("mlflow", "alembic", "urllib3", "httpx", "skl2onnx", "onnxmltools", "uvicorn.access", "mcp", "sse_starlette")
 
 
@@ -40,6 +42,17 @@ def configure_logging(fmt: Literal["auto", "console", "json"] = "auto", level: s
     root.setLevel(level.upper())
     for name in _NOISY:
         logging.getLogger(name).setLevel(logging.WARNING)
+    access = logging.getLogger("modelport.access")
+    for old in list(access.handlers):
+        access.removeHandler(old)
+        old.close()
+    if fmt == "json":
+        # The per-request access line is the hottest log: render it with orjson and write it in batches
+        # (at most 0.2 s late, at once for warnings); same fields as the structlog JSON lines.
+        access.addHandler(JsonLinesHandler(sys.stderr))
+        access.propagate = False
+    else:
+        access.propagate = True
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

@@ -5,6 +5,7 @@ Nothing else imports this module. ``create_app`` is what uvicorn serves; the CLI
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -16,12 +17,18 @@ import uvicorn
 from fastapi import FastAPI
 
 from registry.client import RegistryClient
+from server.databricks.endpoints import EndpointService
+from server.databricks.store import EndpointStore
 from server.deployments import DeploymentTable
 from server.loader import ModelLoader, Progress
 from server.manager import ModelManager
+from server.policy import ServingPolicy
+from server.promotion import AliasFollower
 from server.rest.app import create_rest_app
+from server.rest.protocol import SingleWriteProtocol
 from server.service import InferenceService
 from server.settings import Settings
+from server.webhooks import WebhookReceiver
 from tools import McpDoor
 
 log = logging.getLogger(__name__)
@@ -37,6 +44,9 @@ class Components:
     manager: ModelManager
     app: FastAPI
     door: McpDoor | None = None
+    follower: AliasFollower | None = None
+    endpoints: EndpointService | None = None
+    receiver: WebhookReceiver | None = None
 
 
 def terminal_progress() -> Progress:
@@ -49,9 +59,24 @@ def terminal_progress() -> Progress:
 def build(settings: Settings, *, mcp: bool = True, progress: Progress | None = None) -> Components:
     """Wire one process. Models load in the app's lifespan (so uvicorn answers /ping only once they are ready)."""
     table = DeploymentTable()
-    service = InferenceService(table, max_body_bytes=settings.max_body_bytes, max_tool_rows=settings.max_tool_rows)
     registry = RegistryClient(settings.effective_registry_uri, settings.effective_tracking_uri)
-    manager = ModelManager(ModelLoader(registry, settings, progress=progress), table)
+    loader = ModelLoader(registry, settings, progress=progress)
+    manager = ModelManager(loader, table, policy=ServingPolicy(settings.policy), cache=settings.cache)
+    service = InferenceService(
+        table,
+        max_body_bytes=settings.max_body_bytes,
+        max_tool_rows=settings.max_tool_rows,
+        on_demand=manager.ensure,
+        exact_aliases=settings.policy.mode == "registry",
+    )
+    follower = AliasFollower(manager, registry, interval_s=settings.promotion.poll_interval_s)
+    secret = settings.promotion.webhook_secret
+    receiver = WebhookReceiver(
+        None if secret is None else secret.get_secret_value(),
+        follower.notify,
+        tolerance_s=settings.promotion.webhook_tolerance_s,
+    )
+    endpoints = EndpointService(manager, service, EndpointStore(settings.endpoints_db))
     door = McpDoor(service, settings) if mcp else None
 
     @asynccontextmanager
@@ -60,6 +85,11 @@ def build(settings: Settings, *, mcp: bool = True, progress: Progress | None = N
             if door is not None:
                 await stack.enter_async_context(door.lifespan())
             await manager.deploy_all(settings.all_deployments())
+            await endpoints.restore()
+            background = [
+                asyncio.create_task(follower.run(), name="alias-follower"),
+                asyncio.create_task(manager.run_reaper(), name="idle-reaper"),
+            ]
             log.info(
                 "serving",
                 extra={
@@ -71,12 +101,17 @@ def build(settings: Settings, *, mcp: bool = True, progress: Progress | None = N
             try:
                 yield
             finally:
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
+                await follower.aclose()
+                await endpoints.aclose()
                 await manager.stop_all()
 
-    app = create_rest_app(service, lifespan=lifespan, version=_version())
+    app = create_rest_app(service, lifespan=lifespan, version=_version(), endpoints=endpoints, receiver=receiver)
     if door is not None:
         door.install(app)  # exactly /mcp (a mount would redirect /mcp → /mcp/)
-    return Components(settings, table, service, manager, app, door)
+    return Components(settings, table, service, manager, app, door, follower, endpoints, receiver)
 
 
 def serve(settings: Settings, *, progress: Progress | None = None) -> None:
@@ -89,6 +124,7 @@ def serve(settings: Settings, *, progress: Progress | None = None) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=30,
+        http=SingleWriteProtocol,
     )
     try:
         uvicorn.Server(config).run()

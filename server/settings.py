@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -35,6 +35,48 @@ class DeploymentSpec(BaseModel):
     model: str
     """``models:/name/3`` or ``models:/name@alias``."""
     batching: BatchingSettings | None = None
+
+
+class PolicySettings(BaseModel):
+    """Which models may be served (see ``server/policy.py``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["listed", "registry"] = "listed"
+    """``listed``: only the configured deployments (and Databricks endpoints); ``registry``: any registered
+    version or alias, loaded on its first request."""
+    names: tuple[str, ...] = ("*",)
+    """``registry`` mode: shell-style patterns a registered model name must match (``fraud_*``)."""
+    tags: dict[str, str] = Field(default_factory=dict)
+    """``registry`` mode: tags the version (or its registered model) must carry; value ``*`` = any value."""
+
+
+class CacheSettings(BaseModel):
+    """Bounds on the models held in memory, and idle unloading (scale-to-zero)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_models: int = Field(64, ge=1)
+    """Most deployments loaded at once; the least recently used unpinned one is unloaded past it."""
+    max_memory_mb: float | None = Field(None, gt=0)
+    """Approximate memory budget (ONNX file size x2 per model); ``None`` = unbounded."""
+    idle_ttl_s: float | None = Field(None, gt=0)
+    """Unload an unpinned deployment idle this long (scale-to-zero); ``None`` = never."""
+    negative_ttl_s: float = Field(10.0, ge=0)
+    """How long an unknown or unloadable version is remembered (fast 404/503 without asking the registry)."""
+
+
+class PromotionSettings(BaseModel):
+    """How served aliases follow the registry."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    poll_interval_s: float = Field(30.0, ge=0)
+    """Seconds between registry polls for moved aliases; 0 disables polling (webhooks only)."""
+    webhook_secret: SecretStr | None = None
+    """Secret of the MLflow webhook (HMAC-SHA256); without it the webhook receiver answers 403."""
+    webhook_tolerance_s: float = Field(300.0, gt=0)
+    """Webhook deliveries older (or newer) than this many seconds are refused (replay protection)."""
 
 
 class Settings(BaseSettings):
@@ -69,6 +111,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     mcp_allowed_hosts: tuple[str, ...] = ("127.0.0.1:*", "localhost:*", "[::1]:*")
     mcp_allowed_origins: tuple[str, ...] = ("http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*")
+    policy: PolicySettings = PolicySettings()
+    """Which models may be served: the listed ones, or any registry version (loaded on demand)."""
+    cache: CacheSettings = CacheSettings()
+    promotion: PromotionSettings = PromotionSettings()
 
     @field_validator("models", mode="before")
     @classmethod
@@ -90,6 +136,11 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> Path:
         return self.state_dir.resolve() / "artifacts"
+
+    @property
+    def endpoints_db(self) -> Path:
+        """The sqlite file holding the Databricks-compatible serving endpoint definitions."""
+        return self.state_dir / "endpoints.db"
 
     def all_deployments(self) -> list[DeploymentSpec]:
         """Deployments from the config file, then bare model URIs not already listed."""

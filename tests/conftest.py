@@ -13,6 +13,7 @@ import pytest
 import uvicorn
 
 from registry import ModelRef
+from server.rest.protocol import SingleWriteProtocol
 
 
 @pytest.fixture
@@ -54,7 +55,13 @@ def start_server(components: object, app: object) -> tuple[uvicorn.Server, threa
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")  # type: ignore[arg-type]
+    config = uvicorn.Config(  # the protocol `modelport serve` uses
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        http=SingleWriteProtocol,  # type: ignore[arg-type]
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

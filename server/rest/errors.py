@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from server.errors import (
+    Conflict,
     InferenceFailed,
     InferenceTimeout,
     InvalidInput,
@@ -18,8 +19,10 @@ from server.errors import (
     ModelNotReady,
     Overloaded,
     PayloadTooLarge,
+    PermissionDenied,
     ServerStopping,
     ServingError,
+    Unauthenticated,
     UnsupportedMediaType,
 )
 
@@ -35,6 +38,9 @@ _STATUS: tuple[tuple[type[ServingError], int], ...] = (
     (ServerStopping, 503),
     (InferenceTimeout, 504),
     (InferenceFailed, 500),
+    (Conflict, 409),
+    (Unauthenticated, 401),
+    (PermissionDenied, 403),
 )
 
 _HTTP_CODES = {
@@ -43,6 +49,7 @@ _HTTP_CODES = {
     403: "PERMISSION_DENIED",
     404: "ENDPOINT_NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
+    409: "RESOURCE_CONFLICT",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
 }
@@ -85,7 +92,7 @@ async def serving_error(request: Request, exc: Exception) -> Response:
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "INTERNAL_ERROR" if exc.status_code >= 500 else "BAD_REQUEST")
-    return error_response(exc.status_code, code, str(exc.detail), request, headers=exc.headers)
+    return error_response(exc.status_code, code, str(exc.detail), request, headers=dict(exc.headers or {}))
 
 
 async def validation_error(request: Request, exc: Exception) -> Response:

@@ -3,15 +3,53 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
+from collections.abc import Iterable
+from itertools import count
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access_log = logging.getLogger("modelport.access")
 
-_HEADER = b"x-request-id"
+HEADER = b"x-request-id"
+_LOG_KEYS = ("model", "version", "rows", "batch_rows", "batch_requests", "error")
+# Request ids: a random per-process prefix and a counter (unique, and no getrandom() syscall per request).
+_PREFIX = os.urandom(8).hex()
+_COUNTER = count(1)
+
+
+def request_id_from(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The client's ``X-Request-Id`` (at most 128 characters), or a new unique id."""
+    for key, value in headers:
+        if key == HEADER:
+            given = value.decode("latin-1")[:128]
+            if given:
+                return given
+            break
+    return f"{_PREFIX}{next(_COUNTER):016x}"
+
+
+def log_request(scope: Scope, state: dict[str, Any], status: int, started: float, quiet: tuple[str, ...] = ()) -> None:
+    """The access-log line: request id, method, path, status, latency and what the handler put in ``state``."""
+    path = scope["path"]
+    if (path in quiet and status < 400) or not access_log.isEnabledFor(logging.INFO):
+        return
+    fields = {
+        "request_id": state.get("request_id"),
+        "method": scope["method"],
+        "path": path,
+        "status": status,
+        "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+    }
+    for key in _LOG_KEYS:
+        if key in state:
+            fields[key] = state[key]
+    # makeRecord + handle is what ``access_log.info`` does, minus the caller lookup (a stack walk per request).
+    access_log.handle(
+        access_log.makeRecord(access_log.name, logging.INFO, __file__, 0, "request", (), None, extra=fields)
+    )
 
 
 class RequestContext:
@@ -29,16 +67,11 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = ""
-        for key, value in scope["headers"]:
-            if key == _HEADER:
-                request_id = value.decode("latin-1")[:128]
-                break
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id_from(scope["headers"])
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 500
-        header = (_HEADER, request_id.encode("latin-1"))
+        header = (HEADER, request_id.encode("latin-1"))
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -50,16 +83,4 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            path = scope["path"]
-            if path not in self.quiet_paths or status >= 400:
-                fields = {
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "path": path,
-                    "status": status,
-                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-                }
-                for key in ("model", "version", "rows", "batch_rows", "batch_requests", "error"):
-                    if key in state:
-                        fields[key] = state[key]
-                access_log.info("request", extra=fields)
+            log_request(scope, state, status, started, self.quiet_paths)

@@ -9,9 +9,10 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from server.errors import ModelNotFound, PayloadTooLarge
+from server.errors import ModelNotFound, PayloadTooLarge, UnsupportedMediaType
 from server.prediction import Prediction
 from server.service import InferenceService
+from server.tensors import ARROW_STREAM
 
 router = APIRouter()
 
@@ -40,26 +41,33 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _respond(request: Request, prediction: Prediction) -> Response:
-    state = request.state
-    state.model, state.version, state.rows = prediction.name, prediction.version, prediction.rows
-    state.batch_rows, state.batch_requests = prediction.batch_rows, prediction.batch_requests
-    return Response(prediction.mlflow_json(), media_type="application/json")
+def note_prediction(state: dict[str, Any], prediction: Prediction) -> None:
+    """Put what the access log reports about a prediction into the request state."""
+    state["model"], state["version"], state["rows"] = prediction.name, prediction.version, prediction.rows
+    state["batch_rows"], state["batch_requests"] = prediction.batch_rows, prediction.batch_requests
 
 
-@router.post("/model/{name}/{version_or_alias}/invocations", tags=["scoring"], summary="Score rows with a model")
-async def invocations(name: str, version_or_alias: str, request: Request) -> Response:
-    """MLflow scoring protocol (every MLflow body, CSV, and ``{"data": [[...]]}``) for one model version or alias."""
-    service = _service(request)
-    request.state.model, request.state.version = name, version_or_alias
-    body = await read_body(request, service.max_body_bytes)
-    prediction = await service.predict_body(name, version_or_alias, body, request.headers.get("content-type"))
-    return _respond(request, prediction)
+def media_type(content_type: str | None) -> str:
+    return (content_type or "application/json").split(";", 1)[0].strip().lower()
 
 
-@router.post("/invocations", tags=["scoring"], summary="Score rows (single-model server, like mlflow models serve)")
-async def single_invocations(request: Request) -> Response:
-    service = _service(request)
+async def score(
+    service: InferenceService, name: str, version_or_alias: str | None, body: bytes, content_type: str | None
+) -> Prediction:
+    """One MLflow scoring request: JSON and CSV bodies through ``predict_body``, Arrow IPC streams as columns."""
+    media = media_type(content_type)
+    if media == ARROW_STREAM:
+        return await service.predict_arrow(name, version_or_alias, body)
+    if media not in _SCORING_TYPES:
+        raise UnsupportedMediaType(
+            f"content type '{media}' is not supported; use application/json, text/csv or {ARROW_STREAM}",
+            field="Content-Type",
+        )
+    return await service.predict_body(name, version_or_alias, body, content_type)
+
+
+def single_model(service: InferenceService) -> tuple[str, str]:
+    """(name, version) of the only served model, for ``/invocations``; ``ModelNotFound`` otherwise."""
     served = service.list()
     if len(served) != 1:
         paths = [
@@ -68,9 +76,52 @@ async def single_invocations(request: Request) -> Response:
         raise ModelNotFound(
             f"/invocations needs exactly one served model; {len(served)} are served. Use one of {paths}", field="path"
         )
-    dep = served[0]
+    return served[0].name, served[0].version
+
+
+_SCORING_TYPES = frozenset({"application/json", "application/*+json", "", "text/csv", "application/csv"})
+_SCORING_BODY = {
+    "requestBody": {
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "text/csv": {"schema": {"type": "string"}},
+            ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}},
+        }
+    }
+}
+
+
+def _respond(request: Request, prediction: Prediction) -> Response:
+    note_prediction(request.scope.setdefault("state", {}), prediction)
+    return Response(prediction.mlflow_json(), media_type="application/json")
+
+
+@router.post(
+    "/model/{name}/{version_or_alias}/invocations",
+    tags=["scoring"],
+    summary="Score rows with a model",
+    openapi_extra=_SCORING_BODY,
+)
+async def invocations(name: str, version_or_alias: str, request: Request) -> Response:
+    """MLflow scoring protocol (every MLflow body, CSV, ``{"data": [[...]]}``, Arrow IPC) for one version or alias."""
+    service = _service(request)
+    request.state.model, request.state.version = name, version_or_alias
     body = await read_body(request, service.max_body_bytes)
-    prediction = await service.predict_body(dep.name, dep.version, body, request.headers.get("content-type"))
+    prediction = await score(service, name, version_or_alias, body, request.headers.get("content-type"))
+    return _respond(request, prediction)
+
+
+@router.post(
+    "/invocations",
+    tags=["scoring"],
+    summary="Score rows (single-model server, like mlflow models serve)",
+    openapi_extra=_SCORING_BODY,
+)
+async def single_invocations(request: Request) -> Response:
+    service = _service(request)
+    name, version = single_model(service)
+    body = await read_body(request, service.max_body_bytes)
+    prediction = await score(service, name, version, body, request.headers.get("content-type"))
     return _respond(request, prediction)
 
 

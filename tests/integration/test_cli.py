@@ -164,7 +164,7 @@ def test_serve_command_logs_json_and_answers_the_seed(
         assert r.status_code == 200 and r.json()["predictions"][0] > 0
         models = c.get("/models").json()["models"]
         assert {m["key"] for m in models} == {"sales_forecast@champion", "customer_ltv/1"}
-    access = json.loads(_wait_for(lines, '"request_id": "seed-1"', 30))
+    access = json.loads(_wait_for(lines, '"seed-1"', 30))  # the access line (orjson: no spaces)
     assert access["status"] == 200 and access["model"] == "sales_forecast" and access["version"] == "1"
     assert access["batch_rows"] == 1 and access["latency_ms"] > 0
     r = _run("models", "--state-dir", str(demo_registry.state_dir), "--url", url)

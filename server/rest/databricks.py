@@ -1,0 +1,108 @@
+"""Databricks Model Serving's REST surface: ``/api/2.0/serving-endpoints`` (control plane) and
+``/serving-endpoints/{name}/invocations`` (data plane), thin handlers over ``EndpointService``.
+
+Clients written for Databricks (``databricks-sdk``'s ``WorkspaceClient().serving_endpoints``, MLflow's
+``get_deploy_client("databricks")``, curl with ``Authorization: Bearer``) work with only the host changed. There is
+no authentication yet: any bearer token (or none) is accepted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from server.databricks.endpoints import EndpointService
+from server.errors import InvalidInput
+from server.rest.routes import read_body
+
+router = APIRouter(tags=["databricks serving endpoints"])
+
+_CONTROL_BODY_LIMIT = 1024 * 1024
+_PREFIX = "/api/2.0/serving-endpoints"
+
+
+def _endpoints(request: Request) -> EndpointService:
+    endpoints: EndpointService = request.app.state.endpoints
+    return endpoints
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
+
+
+async def _body(request: Request) -> Any:
+    raw = await read_body(request, _CONTROL_BODY_LIMIT)
+    if not raw.strip():
+        return {}
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"request body is not valid JSON: {exc}", field="body") from None
+
+
+@router.get("/.well-known/databricks-config", include_in_schema=False)
+async def host_metadata() -> Response:
+    """Answer the SDK's host discovery probe: no OIDC, plain bearer tokens."""
+    return _json({"oidc_endpoint": ""})
+
+
+@router.post(_PREFIX, summary="Create a serving endpoint")
+@router.post(_PREFIX + "/", include_in_schema=False)
+async def create_endpoint(request: Request) -> Response:
+    return _json(await _endpoints(request).create(await _body(request)))
+
+
+@router.get(_PREFIX, summary="List serving endpoints")
+@router.get(_PREFIX + "/", include_in_schema=False)
+async def list_endpoints(request: Request) -> Response:
+    return _json({"endpoints": _endpoints(request).list()})
+
+
+@router.get(_PREFIX + "/{name}", summary="Get a serving endpoint")
+async def get_endpoint(name: str, request: Request) -> Response:
+    return _json(_endpoints(request).get(name))
+
+
+@router.put(_PREFIX + "/{name}/config", summary="Update a serving endpoint's served entities and traffic")
+async def update_config(name: str, request: Request) -> Response:
+    return _json(await _endpoints(request).update_config(name, await _body(request)))
+
+
+@router.delete(_PREFIX + "/{name}", summary="Delete a serving endpoint")
+async def delete_endpoint(name: str, request: Request) -> Response:
+    await _endpoints(request).delete(name)
+    return _json({})
+
+
+@router.patch(_PREFIX + "/{name}/tags", summary="Add and delete serving endpoint tags")
+async def patch_tags(name: str, request: Request) -> Response:
+    return _json(_endpoints(request).patch_tags(name, await _body(request)))
+
+
+@router.post("/serving-endpoints/{name}/invocations", tags=["scoring"], summary="Score through an endpoint")
+async def invocations(name: str, request: Request) -> Response:
+    """MLflow scoring bodies (plus ``client_request_id``), routed by the endpoint's traffic split."""
+    return await _invoke(request, name, None)
+
+
+@router.post(
+    "/serving-endpoints/{name}/served-models/{served}/invocations",
+    tags=["scoring"],
+    summary="Score with one served model of an endpoint (bypasses the traffic split)",
+)
+async def served_model_invocations(name: str, served: str, request: Request) -> Response:
+    return await _invoke(request, name, served)
+
+
+async def _invoke(request: Request, name: str, served: str | None) -> Response:
+    endpoints = _endpoints(request)
+    state = request.state
+    state.model, state.version = name, served
+    body = await read_body(request, endpoints.service.max_body_bytes)
+    prediction, served_name = await endpoints.invoke(name, body, request.headers.get("content-type"), served)
+    state.model, state.version, state.rows = prediction.name, prediction.version, prediction.rows
+    state.batch_rows, state.batch_requests = prediction.batch_rows, prediction.batch_requests
+    return Response(prediction.mlflow_json(), media_type="application/json", headers={"served-model-name": served_name})
