@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from registry import ModelSignature
+from registry import ColumnSpec, ModelSignature
 from server.columns import MISSING as _MISSING
 from server.columns import column_array, to_array
 from server.errors import InvalidInput, PayloadTooLarge
@@ -118,17 +118,12 @@ class Decoder:
                 n = shape[0]
             elif shape[0] != n:
                 raise InvalidInput("columns have different lengths", field=name)
-        if not n:
-            raise InvalidInput("request has no rows", field="body")
-        if n > self.max_rows:
-            raise PayloadTooLarge(f"request has {n} rows; the limit is {self.max_rows}", field="body")
+        self._check_rows(n)
         out: dict[str, np.ndarray] = {}
         for col in self.signature.inputs:
             given = columns.get(col.name)
             if given is None:
-                if not col.optional:
-                    raise InvalidInput(f"missing required column '{col.name}' ({col.type})", field=col.name)
-                out[col.name] = to_array(col, [_MISSING] * n)
+                out[col.name] = self._absent(col, n)
             else:
                 out[col.name] = column_array(col, np.asarray(given))
         return ModelInput(out, n, self._params(params))
@@ -222,19 +217,25 @@ class Decoder:
         if len(lengths) > 1:
             raise InvalidInput("columns have different lengths", field="body")
         n = lengths.pop() if lengths else 0
-        if n == 0:
-            raise InvalidInput("request has no rows", field="body")
-        if n > self.max_rows:
-            raise PayloadTooLarge(f"request has {n} rows; the limit is {self.max_rows}", field="body")
+        self._check_rows(n)
         columns: dict[str, np.ndarray] = {}
         for col in self.signature.inputs:
             values = raw.get(col.name)
-            if values is None:
-                if not col.optional:
-                    raise InvalidInput(f"missing required column '{col.name}' ({col.type})", field=col.name)
-                values = [_MISSING] * n
-            columns[col.name] = to_array(col, values)
+            columns[col.name] = self._absent(col, n) if values is None else to_array(col, values)
         return ModelInput(columns, n, params)
+
+    def _check_rows(self, n: int) -> None:
+        if not n:
+            raise InvalidInput("request has no rows", field="body")
+        if n > self.max_rows:
+            raise PayloadTooLarge(f"request has {n} rows; the limit is {self.max_rows}", field="body")
+
+    @staticmethod
+    def _absent(col: ColumnSpec, n: int) -> np.ndarray:
+        """The array for a column the request left out: nulls when optional, else an error naming it."""
+        if not col.optional:
+            raise InvalidInput(f"missing required column '{col.name}' ({col.type})", field=col.name)
+        return to_array(col, [_MISSING] * n)
 
     def _params(self, params: Any) -> dict[str, Any]:
         if params is None:
