@@ -25,7 +25,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: lint  ## lint, layer contracts, then the whole test suite
+test: lint typecheck  ## lint, layer contracts, mypy, then the whole test suite
 	$(BIN)/pytest -q
 
 bench: install  ## modelport vs mlflow models serve vs a bare uvicorn echo, side by side (needs wrk; a few minutes)

@@ -118,6 +118,8 @@ class Decoder:
                 n = shape[0]
             elif shape[0] != n:
                 raise InvalidInput("columns have different lengths", field=name)
+        if n is None:
+            raise InvalidInput("request has no columns", field="body")
         self._check_rows(n)
         out: dict[str, np.ndarray] = {}
         for col in self.signature.inputs:
