@@ -190,7 +190,9 @@ class Deployment:
         if version_or_alias is None:
             return True
         v = version_or_alias.lstrip("@")
-        return v == self.model.version or v == self.ref.alias or v in self.model.aliases
+        # NOTE: only the alias this deployment follows (kept current by promotion) answers; other registry aliases
+        # the version had when it loaded may have moved since, so they never match (no stale version by alias).
+        return v == self.model.version or v == self.ref.alias
 
     def info(self) -> DeploymentInfo:
         aliases = tuple(dict.fromkeys((*((self.ref.alias,) if self.ref.alias else ()), *self.model.aliases)))
