@@ -13,8 +13,10 @@ ServingError
  ├── InferenceFailed     the model raised or returned a malformed result      (REST 500 with request id)
  ├── Conflict            the resource is busy (e.g. an endpoint update in progress) (REST 409, RESOURCE_CONFLICT)
  │    └── AlreadyExists  a resource with that name exists                     (REST 409, RESOURCE_ALREADY_EXISTS)
- ├── Unauthenticated     missing or invalid credentials or signature          (REST 401)
- └── PermissionDenied    the caller may not do this (e.g. webhooks disabled)   (REST 403)
+ ├── Unauthenticated     missing or invalid credentials or signature          (REST 401 + WWW-Authenticate)
+ ├── PermissionDenied    the caller may not do this (e.g. webhooks disabled)   (REST 403)
+ └── RateLimited         over the endpoint's or model's rate limit            (REST 429 + Retry-After,
+                                                                               REQUEST_LIMIT_EXCEEDED)
 """
 
 from __future__ import annotations
@@ -85,3 +87,11 @@ class Unauthenticated(ServingError):
 
 class PermissionDenied(ServingError):
     error_code = "PERMISSION_DENIED"
+
+
+class RateLimited(ServingError):
+    error_code = "REQUEST_LIMIT_EXCEEDED"
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -16,12 +16,20 @@ from importlib.metadata import PackageNotFoundError, version
 import uvicorn
 from fastapi import FastAPI
 
+from registry import ModelRef
 from registry.client import RegistryClient
 from server.databricks.endpoints import EndpointService
 from server.databricks.store import EndpointStore
 from server.deployments import DeploymentTable
 from server.loader import ModelLoader, Progress
 from server.manager import ModelManager
+from server.ops.acl import AclStore
+from server.ops.authdb import AuthDB
+from server.ops.gate import Gate
+from server.ops.identity import Resource
+from server.ops.limits import LimitTable, RateLimit
+from server.ops.oauth import JwtVerifier
+from server.ops.tokens import TokenStore
 from server.policy import ServingPolicy
 from server.promotion import AliasFollower
 from server.rest.app import create_rest_app
@@ -47,6 +55,7 @@ class Components:
     follower: AliasFollower | None = None
     endpoints: EndpointService | None = None
     receiver: WebhookReceiver | None = None
+    gate: Gate | None = None
 
 
 def terminal_progress() -> Progress:
@@ -56,9 +65,29 @@ def terminal_progress() -> Progress:
     return lambda msg: log.info(msg)
 
 
+def build_gate(settings: Settings) -> Gate:
+    """Identity, permissions and rate limits from the settings and ``<state_dir>/auth.db``."""
+    db = AuthDB(settings.auth_db, refresh_s=settings.auth.refresh_s)
+    limits = LimitTable()
+    for spec in settings.all_deployments():
+        if spec.rate_limits:
+            resource = Resource("model", ModelRef.parse(spec.model).name)
+            limits.set(resource, [RateLimit(r.calls, r.key, r.renewal_period) for r in spec.rate_limits])
+    oauth = settings.auth.oauth
+    return Gate(
+        enabled=settings.auth_enabled,
+        tokens=TokenStore(db),
+        acl=AclStore(db),
+        limits=limits,
+        oauth=JwtVerifier(oauth) if oauth is not None else None,
+        required_scopes=oauth.required_scopes if oauth is not None else (),
+    )
+
+
 def build(settings: Settings, *, mcp: bool = True, progress: Progress | None = None) -> Components:
     """Wire one process. Models load in the app's lifespan (so uvicorn answers /ping only once they are ready)."""
     table = DeploymentTable()
+    gate = build_gate(settings)
     registry = RegistryClient(settings.effective_registry_uri, settings.effective_tracking_uri)
     loader = ModelLoader(registry, settings, progress=progress)
     manager = ModelManager(loader, table, policy=ServingPolicy(settings.policy), cache=settings.cache)
@@ -77,7 +106,7 @@ def build(settings: Settings, *, mcp: bool = True, progress: Progress | None = N
         tolerance_s=settings.promotion.webhook_tolerance_s,
     )
     endpoints = EndpointService(manager, service, EndpointStore(settings.endpoints_db))
-    door = McpDoor(service, settings) if mcp else None
+    door = McpDoor(service, settings, gate=gate) if mcp else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -108,10 +137,18 @@ def build(settings: Settings, *, mcp: bool = True, progress: Progress | None = N
                 await endpoints.aclose()
                 await manager.stop_all()
 
-    app = create_rest_app(service, lifespan=lifespan, version=_version(), endpoints=endpoints, receiver=receiver)
+    app = create_rest_app(
+        service,
+        lifespan=lifespan,
+        version=_version(),
+        endpoints=endpoints,
+        receiver=receiver,
+        gate=gate,
+        cors=settings.cors,
+    )
     if door is not None:
         door.install(app)  # exactly /mcp (a mount would redirect /mcp → /mcp/)
-    return Components(settings, table, service, manager, app, door, follower, endpoints, receiver)
+    return Components(settings, table, service, manager, app, door, follower, endpoints, receiver, gate)
 
 
 def serve(settings: Settings, *, progress: Progress | None = None) -> None:
@@ -125,6 +162,8 @@ def serve(settings: Settings, *, progress: Progress | None = None) -> None:
         access_log=False,
         timeout_graceful_shutdown=30,
         http=SingleWriteProtocol,
+        ssl_certfile=None if settings.ssl_certfile is None else str(settings.ssl_certfile),
+        ssl_keyfile=None if settings.ssl_keyfile is None else str(settings.ssl_keyfile),
     )
     try:
         uvicorn.Server(config).run()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,6 +28,16 @@ class BatchingSettings(BaseModel):
     """Batches in flight at once per model (more helps CUDA sessions)."""
 
 
+class RateLimitSpec(BaseModel):
+    """A Databricks AI Gateway rate limit: ``calls`` per ``renewal_period``, per ``user`` or for the ``endpoint``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    calls: int = Field(ge=0)
+    key: Literal["user", "endpoint"] = "user"
+    renewal_period: Literal["minute"] = "minute"
+
+
 class DeploymentSpec(BaseModel):
     """One model to serve."""
 
@@ -35,6 +46,68 @@ class DeploymentSpec(BaseModel):
     model: str
     """``models:/name/3`` or ``models:/name@alias``."""
     batching: BatchingSettings | None = None
+    rate_limits: tuple[RateLimitSpec, ...] = ()
+    """Rate limits on scoring this registered model (every version and alias of it), on every door."""
+
+
+class OAuthSettings(BaseModel):
+    """An external OAuth 2.1 / OIDC issuer whose bearer JWTs modelport accepts (docs/security.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    issuer: str
+    """The ``iss`` the tokens carry (also announced as the authorization server in RFC 9728 metadata)."""
+    audience: str
+    """The ``aud`` the tokens must carry: this server's resource URI (e.g. ``https://models.example.com/mcp``)."""
+    jwks_url: str
+    """Where the issuer publishes its signing keys."""
+    required_scopes: tuple[str, ...] = ()
+    """Scopes every token must carry (e.g. ``models:invoke``); others are refused with 403 insufficient_scope."""
+    principal_claim: str = "sub"
+    """The claim that names the caller (``email``, ``preferred_username``, ...)."""
+    groups_claim: str = "groups"
+    """The claim listing the caller's groups (matched against ``group_name`` ACL entries)."""
+    admin_groups: tuple[str, ...] = ()
+    admin_principals: tuple[str, ...] = ()
+    admin_scopes: tuple[str, ...] = ()
+    """Callers in one of these groups, with one of these names or scopes are admins."""
+    algorithms: tuple[str, ...] = ("RS256", "ES256", "PS256", "EdDSA")
+    """Accepted signature algorithms (never ``none``, never HMAC with a public key)."""
+    leeway_s: float = Field(30.0, ge=0)
+    jwks_cache_s: float = Field(300.0, gt=0)
+    authorization_servers: tuple[str, ...] = ()
+    """Announced in ``/.well-known/oauth-protected-resource/mcp``; default: the issuer."""
+
+
+class AuthSettings(BaseModel):
+    """Identity and permissions (docs/security.md). Off by default on 127.0.0.1; always on for other addresses."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    required: bool = False
+    """Every request (but /ping, /health probes and the webhook) needs a token."""
+    oauth: OAuthSettings | None = None
+    refresh_s: float = Field(1.0, gt=0)
+    """How often a server re-reads tokens and ACLs changed by another process (revocation delay)."""
+    public_metrics: bool = False
+    """Serve metrics without a token (for a Prometheus scraper inside a trusted network)."""
+    resource_url: str | None = None
+    """The public URL of ``/mcp`` for OAuth metadata; default ``http(s)://<host>:<port>/mcp``."""
+
+
+class CorsSettings(BaseModel):
+    """Cross-origin access for browser apps calling the REST API (none by default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allow_origins: tuple[str, ...] = ()
+    """Exact origins (``https://app.example.com``) or ``*``."""
+    allow_headers: tuple[str, ...] = (
+        "authorization", "content-type", "x-request-id", "x-request-timeout-ms", "mcp-protocol-version",
+        "mcp-session-id", "last-event-id", "inference-header-content-length",
+    )  # fmt: skip
+    expose_headers: tuple[str, ...] = ("x-request-id", "retry-after", "mcp-session-id", "served-model-name")
+    max_age_s: int = Field(600, ge=0)
 
 
 class PolicySettings(BaseModel):
@@ -115,6 +188,12 @@ class Settings(BaseSettings):
     """Which models may be served: the listed ones, or any registry version (loaded on demand)."""
     cache: CacheSettings = CacheSettings()
     promotion: PromotionSettings = PromotionSettings()
+    auth: AuthSettings = AuthSettings()
+    cors: CorsSettings = CorsSettings()
+    insecure: bool = False
+    """Serve a non-loopback address without auth (warned about on every start)."""
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
 
     @field_validator("models", mode="before")
     @classmethod
@@ -142,6 +221,21 @@ class Settings(BaseSettings):
         """The sqlite file holding the Databricks-compatible serving endpoint definitions."""
         return self.state_dir / "endpoints.db"
 
+    @property
+    def auth_db(self) -> Path:
+        """The sqlite file holding access tokens and ACLs."""
+        return self.state_dir / "auth.db"
+
+    @property
+    def loopback(self) -> bool:
+        """Whether the server binds only this machine (127.0.0.0/8, ::1, localhost)."""
+        return is_loopback(self.host)
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Auth is on when required, and always on a non-loopback bind unless ``insecure``."""
+        return self.auth.required or (not self.loopback and not self.insecure)
+
     def all_deployments(self) -> list[DeploymentSpec]:
         """Deployments from the config file, then bare model URIs not already listed."""
         specs = list(self.deployments)
@@ -151,6 +245,15 @@ class Settings(BaseSettings):
 
     def batching_for(self, spec: DeploymentSpec) -> BatchingSettings:
         return spec.batching or self.batching
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -30,6 +30,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from server.ops.gate import Gate
 from server.service import InferenceService
 from server.settings import Settings
 from tools.server import ToolServer
@@ -83,9 +84,10 @@ class McpDoor:
             ``max_body_bytes``.
     """
 
-    def __init__(self, service: InferenceService, settings: Settings) -> None:
+    def __init__(self, service: InferenceService, settings: Settings, *, gate: Gate | None = None) -> None:
         self.service = service
         self.settings = settings
+        self.gate = gate
         self.tools = ToolServer(service)
         self.server = self.tools.server
         """The low-level MCP server (``mcp.Client(door.server)`` connects in-process)."""

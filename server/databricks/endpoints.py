@@ -267,6 +267,15 @@ class EndpointService:
         with self._settled:
             self._settled.notify_all()
 
+    def name_of(self, id_or_name: str) -> str:
+        """An endpoint's name from its id (the permissions API's ``serving_endpoint_id``) or its name."""
+        if id_or_name in self._endpoints:
+            return id_or_name
+        for ep in self._endpoints.values():
+            if ep.id == id_or_name:
+                return ep.name
+        raise ModelNotFound(f"no serving endpoint has the id or name '{id_or_name}'", field="serving_endpoint_id")
+
     def _find(self, name: str) -> Endpoint:
         ep = self._endpoints.get(name)
         if ep is None:

@@ -8,16 +8,24 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+import orjson
+from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
+from starlette.responses import HTMLResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from server.databricks.endpoints import EndpointService
+from server.ops.gate import Gate
+from server.ops.identity import Level, Principal, Resource
 from server.rest import databricks, errors, v2, webhooks
+from server.rest.cors import Cors, is_preflight
 from server.rest.fast import ScoringFastPath
+from server.rest.guard import RestGuard, caller
 from server.rest.middleware import RequestContext
-from server.rest.routes import router
+from server.rest.routes import router, single_model
 from server.service import InferenceService
+from server.settings import CorsSettings
 from server.tensors import ARROW_STREAM
 from server.webhooks import WebhookReceiver
 
@@ -34,15 +42,25 @@ class RestApp(FastAPI):
     """
 
     fast_path: ScoringFastPath | None = None
+    cors: Cors | None = None
     _fast_ok: bool | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        fast = self.fast_path
-        if fast is not None and scope["type"] == "http":
-            handler = fast.route(scope)
-            if handler is not None and self._fast_allowed():
-                await fast.serve(handler, scope, receive, send)
-                return
+        if scope["type"] == "http":
+            cors = self.cors
+            if cors is not None:
+                origin = cors.origin(scope)
+                if origin is not None:
+                    if is_preflight(scope):
+                        await cors.preflight(scope, origin, send)
+                        return
+                    send = cors.wrap(origin, send)
+            fast = self.fast_path
+            if fast is not None:
+                matched = fast.route(scope)
+                if matched is not None and self._fast_allowed():
+                    await fast.serve(matched, scope, receive, send)
+                    return
         await super().__call__(scope, receive, send)
 
     def _fast_allowed(self) -> bool:
@@ -61,18 +79,34 @@ def create_rest_app(
     version: str = "0",
     endpoints: EndpointService | None = None,
     receiver: WebhookReceiver | None = None,
+    gate: Gate | None = None,
+    cors: CorsSettings | None = None,
 ) -> FastAPI:
     """Build the app. ``lifespan`` (from the composition root) loads models and starts batchers.
 
-    ``endpoints`` adds the Databricks-compatible serving endpoints API; ``receiver`` the MLflow webhook receiver.
+    ``endpoints`` adds the Databricks-compatible serving endpoints API; ``receiver`` the MLflow webhook receiver;
+    ``gate`` identity, permissions and rate limits on every route (``server/rest/guard.py``); ``cors`` cross-origin
+    access for browser apps.
     """
+    guard = None
+    if gate is not None:
+        guard = RestGuard(
+            gate,
+            lambda: single_model(service)[0],
+            endpoints.name_of if endpoints is not None else None,
+        )
     app = RestApp(
         title="modelport",
         version=version,
         lifespan=_freezing(lifespan, service),
         description="MLflow registry models over MLflow-compatible REST and typed MCP tools.",
+        dependencies=[Depends(guard.check)] if guard is not None else None,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = service
+    app.state.gate = gate
     app.include_router(router)
     app.include_router(v2.router)
     if endpoints is not None:
@@ -83,9 +117,47 @@ def create_rest_app(
         app.include_router(webhooks.router)
     errors.install(app)
     app.add_middleware(RequestContext)
-    app.fast_path = ScoringFastPath(service)
+    app.fast_path = ScoringFastPath(service, guard)
+    if cors is not None and (cors.allow_origins):
+        app.cors = Cors(cors)
     app.openapi = lambda: _openapi(app, service)  # type: ignore[method-assign]
+    _document(app, service)
     return app
+
+
+def _document(app: FastAPI, service: InferenceService) -> None:
+    """``/openapi.json`` (showing the models the caller may view) and the Swagger UI at ``/docs``."""
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> Response:
+        gate: Gate | None = request.app.state.gate
+        spec = _openapi(app, service)
+        if gate is not None and gate.enabled:
+            spec = _visible(spec, gate, caller(request), service)
+        return Response(orjson.dumps(spec), media_type="application/json")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="modelport - Swagger UI")
+
+
+def _visible(
+    spec: dict[str, Any], gate: Gate, principal: Principal | None, service: InferenceService
+) -> dict[str, Any]:
+    """The spec without the per-model paths of models ``principal`` may not view (all of them when anonymous)."""
+    hidden = {
+        info.name
+        for info in service.list()
+        if principal is None or not gate.can(principal, Resource("model", info.name), Level.CAN_VIEW)
+    }
+    if not hidden:
+        return spec
+    paths = {
+        path: op
+        for path, op in spec["paths"].items()
+        if not (path.startswith("/model/") and path.split("/")[2] in hidden and "{" not in path.split("/")[2])
+    }
+    return {**spec, "paths": paths}
 
 
 def _freezing(lifespan: Lifespan | None, service: InferenceService) -> Lifespan:
@@ -122,6 +194,10 @@ def _openapi(app: FastAPI, service: InferenceService) -> dict[str, Any]:
     if cached is not None and cached[0] == keys:
         return cached[1]
     spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    spec.setdefault("components", {})["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "modelport access token or OAuth JWT"}
+    }
+    spec["security"] = [{"bearer": []}]
     for info in service.list():
         segment = info.ref.rsplit("@", 1)[1] if "@" in info.ref else info.version
         for seg in dict.fromkeys((segment, info.version)):

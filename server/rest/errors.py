@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import orjson
 from fastapi import FastAPI, Request
@@ -20,6 +21,7 @@ from server.errors import (
     Overloaded,
     PayloadTooLarge,
     PermissionDenied,
+    RateLimited,
     ServerStopping,
     ServingError,
     Unauthenticated,
@@ -41,6 +43,7 @@ _STATUS: tuple[tuple[type[ServingError], int], ...] = (
     (Conflict, 409),
     (Unauthenticated, 401),
     (PermissionDenied, 403),
+    (RateLimited, 429),
 )
 
 _HTTP_CODES = {
@@ -52,7 +55,20 @@ _HTTP_CODES = {
     409: "RESOURCE_CONFLICT",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "REQUEST_LIMIT_EXCEEDED",
 }
+
+CHALLENGE = 'Bearer realm="modelport"'
+
+
+def headers_of(exc: ServingError) -> dict[str, str] | None:
+    """The response headers an error needs: ``Retry-After`` (503 overload, 429), ``WWW-Authenticate`` (401)."""
+    if isinstance(exc, Overloaded | RateLimited):
+        return {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+    if isinstance(exc, Unauthenticated):
+        detail = "" if "required" in exc.message else ', error="invalid_token"'
+        return {"WWW-Authenticate": CHALLENGE + detail}
+    return None
 
 
 def status_of(exc: ServingError) -> int:
@@ -69,6 +85,8 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> Response:
     body: dict[str, str] = {"error_code": error_code, "message": message}
+    if request.url.path.startswith("/v2/"):
+        body["error"] = message  # the Open Inference Protocol's field (tritonclient reads it)
     if field:
         body["field"] = field
     request_id = getattr(request.state, "request_id", None)
@@ -81,7 +99,7 @@ async def serving_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServingError)
     status = status_of(exc)
     request.state.error = exc.message
-    headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))} if isinstance(exc, Overloaded) else None
+    headers = headers_of(exc)
     message = exc.message
     if status >= 500 and isinstance(exc, InferenceFailed):
         log.error("inference failed", exc_info=exc.__cause__ or exc, extra={"request_id": request.state.request_id})

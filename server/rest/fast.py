@@ -21,15 +21,18 @@ from starlette.types import Message, Receive, Scope, Send
 
 from server.errors import PayloadTooLarge, ServingError
 from server.rest import errors
+from server.rest.guard import RestGuard
 from server.rest.middleware import HEADER, log_request, request_id_from
 from server.rest.routes import note_prediction, score, single_model
 from server.rest.v2 import HEADER_LENGTH, Reply, error_reply, infer
 from server.service import InferenceService
 
 Handler = Callable[[dict[str, Any], bytes, dict[bytes, bytes]], Awaitable[Reply]]
+Route = tuple[Handler, str | None]
+"""A matched scoring route: its handler and the model it scores (``None``: the single served model)."""
 
 _JSON = b"application/json"
-_WANTED = (b"content-type", b"content-length", HEADER_LENGTH.encode())
+_WANTED = (b"content-type", b"content-length", b"authorization", HEADER_LENGTH.encode())
 
 
 class _Disconnected(Exception):
@@ -39,21 +42,22 @@ class _Disconnected(Exception):
 class ScoringFastPath:
     """Matches and serves the scoring routes; ``route(scope)`` says whether a request is one of them."""
 
-    def __init__(self, service: InferenceService) -> None:
+    def __init__(self, service: InferenceService, guard: RestGuard | None = None) -> None:
         self.service = service
+        self.guard = guard
 
-    def route(self, scope: Scope) -> Handler | None:
+    def route(self, scope: Scope) -> Route | None:
         """The handler for a scoring request, ``None`` for anything else (FastAPI serves it)."""
         if scope["type"] != "http" or scope["method"] != "POST":
             return None
         path: str = scope["path"]
         if path.endswith("/invocations"):
             if path == "/invocations":
-                return self._single
+                return self._single, None
             parts = path.split("/")
             if len(parts) == 5 and parts[1] == "model" and parts[2] and parts[3]:
                 name, version = parts[2], parts[3]
-                return lambda state, body, headers: self._invocations(name, version, state, body, headers)
+                return lambda state, body, headers: self._invocations(name, version, state, body, headers), name
         elif path.startswith("/v2/models/") and path.endswith("/infer"):
             parts = path.split("/")
             if len(parts) == 5 and parts[3]:
@@ -62,11 +66,12 @@ class ScoringFastPath:
                 name, v2version = parts[3], parts[5]
             else:
                 return None
-            return lambda state, body, headers: self._infer(name, v2version, state, body, headers)
+            return lambda state, body, headers: self._infer(name, v2version, state, body, headers), name
         return None
 
-    async def serve(self, handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run ``handler`` with request id, body limit, error mapping and the access-log line."""
+    async def serve(self, matched: Route, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the route's handler with the gate, request id, body limit, error mapping and the access-log line."""
+        handler, model = matched
         started = time.perf_counter()
         raw_headers = scope["headers"]
         headers = {k: v for k, v in raw_headers if k in _WANTED}
@@ -76,6 +81,8 @@ class ScoringFastPath:
         status = 500
         try:
             try:
+                if self.guard is not None:  # identity → permission → rate limit, before reading the body
+                    await self.guard.enter_model(state, headers.get(b"authorization"), model)
                 body = await self._body(receive, headers.get(b"content-length"))
                 reply = await handler(state, body, headers)
             except _Disconnected:

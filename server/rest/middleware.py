@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 access_log = logging.getLogger("modelport.access")
 
 HEADER = b"x-request-id"
-_LOG_KEYS = ("model", "version", "rows", "batch_rows", "batch_requests", "error")
+_LOG_KEYS = ("principal", "model", "version", "rows", "batch_rows", "batch_requests", "error")
 # Request ids: a random per-process prefix and a counter (unique, and no getrandom() syscall per request).
 _PREFIX = os.urandom(8).hex()
 _COUNTER = count(1)

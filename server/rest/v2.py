@@ -23,9 +23,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from server.deployments import DeploymentInfo
-from server.errors import InferenceFailed, InvalidInput, Overloaded, ServingError
+from server.errors import InferenceFailed, InvalidInput, ServingError
 from server.prediction import Prediction
-from server.rest.errors import status_of
+from server.rest.errors import headers_of, status_of
 from server.rest.routes import note_prediction, read_body
 from server.service import InferenceService
 from server.tensors import decode_infer, encode_infer
@@ -73,8 +73,7 @@ def error_reply(exc: ServingError, request_id: str | None = None) -> Reply:
         body["field"] = exc.field
     if request_id:
         body["request_id"] = request_id
-    headers = {"retry-after": str(max(1, round(exc.retry_after_s)))} if isinstance(exc, Overloaded) else {}
-    return Reply(orjson.dumps(body), status_of(exc), headers=headers)
+    return Reply(orjson.dumps(body), status_of(exc), headers=headers_of(exc) or {})
 
 
 async def infer(

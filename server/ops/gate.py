@@ -1,0 +1,137 @@
+"""``Gate``: identity → permission → rate limit, the part of the request pipeline every door shares.
+
+Doors call ``enter`` once per request, before reading or decoding a body, then the ``InferenceService`` (decode →
+batch), then log the request with the principal's name. A verified credential is cached, so a request with a known
+token costs a dict lookup and a hash (docs/performance.md has the measured cost).
+
+Credentials: ``Authorization: Bearer <token>`` where the token is a personal access token (``mp_...``, see
+``tokens.py``) or, when OAuth is configured, a JWT from that issuer (``oauth.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from server.errors import PermissionDenied, RateLimited, Unauthenticated
+from server.ops.acl import AclStore
+from server.ops.identity import ANONYMOUS, Level, Principal, Resource
+from server.ops.limits import LimitTable
+from server.ops.oauth import InvalidToken, JwtVerifier
+from server.ops.tokens import PREFIX, TokenStore
+
+log = logging.getLogger(__name__)
+
+HOW_TO = "send 'Authorization: Bearer <token>' (create one with: modelport tokens create NAME --grant MODEL=CAN_QUERY)"
+
+
+def bearer(authorization: str | bytes | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value, ``None`` for anything else."""
+    if not authorization:
+        return None
+    if isinstance(authorization, bytes):
+        authorization = authorization.decode("latin-1")
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+class Gate:
+    """Who is calling, may they, and are they within the rate limits.
+
+    Args:
+        enabled: auth on (``auth.required``, or a non-loopback bind); off, every caller is ``ANONYMOUS`` (admin).
+        tokens: personal access tokens.
+        acl: per-endpoint and per-model ACLs.
+        oauth: JWT verifier when an external issuer is configured.
+        limits: rate limits per resource (applied to scoring calls).
+        required_scopes: scopes an OAuth token must carry to be accepted at all.
+    """
+
+    def __init__(
+        self,
+        *,
+        enabled: bool,
+        tokens: TokenStore,
+        acl: AclStore,
+        limits: LimitTable,
+        oauth: JwtVerifier | None = None,
+        required_scopes: tuple[str, ...] = (),
+    ) -> None:
+        self.enabled = enabled
+        self.tokens = tokens
+        self.acl = acl
+        self.limits = limits
+        self.oauth = oauth
+        self.required_scopes = frozenset(required_scopes)
+
+    # -- identity -----------------------------------------------------------------------------------------------
+
+    async def identify(self, authorization: str | bytes | None) -> Principal:
+        """The caller; ``Unauthenticated`` (401) for a missing, unknown, expired or invalid credential."""
+        if not self.enabled:
+            return ANONYMOUS
+        token = bearer(authorization)
+        if token is None:
+            raise Unauthenticated(f"authentication required: {HOW_TO}", field="Authorization")
+        if token.startswith(PREFIX):
+            principal = self.tokens.verify(token)
+            if principal is None:
+                raise Unauthenticated("invalid, expired or revoked access token", field="Authorization")
+            return principal
+        if self.oauth is None:
+            raise Unauthenticated(f"unrecognised bearer token: {HOW_TO}", field="Authorization")
+        principal = self.oauth.cached(token, time.time())
+        if principal is None:
+            try:
+                principal = await self.oauth.verify(token)
+            except InvalidToken as exc:
+                raise Unauthenticated(f"invalid OAuth token: {exc}", field="Authorization") from None
+        missing = self.required_scopes - principal.scopes
+        if missing:
+            raise PermissionDenied(f"the OAuth token lacks the scope(s) {sorted(missing)}", field="Authorization")
+        return principal
+
+    # -- permission ---------------------------------------------------------------------------------------------
+
+    def level(self, principal: Principal, resource: Resource) -> Level:
+        """What ``principal`` may do with ``resource``: admin → CAN_MANAGE; else its grants and the ACLs."""
+        if principal.admin:
+            return Level.CAN_MANAGE
+        return max(principal.granted(resource), self.acl.level_of(principal, resource))
+
+    def can(self, principal: Principal, resource: Resource, level: Level) -> bool:
+        return principal.admin or self.level(principal, resource) >= level
+
+    def authorize(self, principal: Principal, resource: Resource, level: Level) -> None:
+        """``PermissionDenied`` (403) unless ``principal`` holds ``level`` on ``resource``."""
+        if principal.admin:
+            return
+        have = self.level(principal, resource)
+        if have < level:
+            held = "no permission" if have is Level.NONE else have.name
+            raise PermissionDenied(
+                f"{principal.name} has {held} on {resource}; this needs {level.name}", field="permission_level"
+            )
+
+    # -- rate limit ---------------------------------------------------------------------------------------------
+
+    def admit(self, principal: Principal, resource: Resource) -> None:
+        """``RateLimited`` (429) when a rate limit of ``resource`` is used up for this caller."""
+        wait = self.limits.hit(resource, principal.name)
+        if wait > 0.0:
+            retry = 60.0 if math.isinf(wait) else wait
+            raise RateLimited(
+                f"rate limit of {resource} exceeded for {principal.name}; retry after {math.ceil(retry)} s",
+                retry_after_s=retry,
+            )
+
+    async def enter(self, authorization: str | bytes | None, resource: Resource | None, level: Level) -> Principal:
+        """Identity, then permission on ``resource`` (when given), then its rate limit (for scoring calls)."""
+        principal = await self.identify(authorization)
+        if resource is not None:
+            self.authorize(principal, resource, level)
+            if level is Level.CAN_QUERY:
+                self.admit(principal, resource)
+        return principal
