@@ -1,4 +1,4 @@
-"""The ``modelport`` command: serve, demo, models, predict, mcp."""
+"""The ``modelport`` command: serve, demo, models, predict, mcp, tokens."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from typing import Any
 
 import orjson
 
+from server import tokens_cli
 from server.logging import configure_logging
+from server.safety import preflight
 from server.settings import Settings, load_settings
 
 DEMO_ALIAS = "champion"
@@ -29,6 +31,14 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--providers", choices=["auto", "cpu", "cuda"], help="onnxruntime execution provider")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="serve a non-loopback --host without authentication (anyone who can reach it may use every model)",
+    )
+    p.add_argument("--ssl-certfile", type=Path, help="serve HTTPS with this PEM certificate (chain)")
+    p.add_argument("--ssl-keyfile", type=Path, help="the certificate's PEM private key")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -54,11 +64,15 @@ def parser() -> argparse.ArgumentParser:
     mcp.add_argument("models", nargs="*", metavar="MODEL_URI")
     mcp.add_argument("--stdio", action="store_true", required=True, help="speak MCP on stdin/stdout")
     _common(mcp)
+    tokens_cli.add_parser(sub, _common)
     return root
 
 
 def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
-    keys = ("registry_uri", "tracking_uri", "state_dir", "log_format", "log_level", "host", "port", "providers")
+    keys = (
+        "registry_uri", "tracking_uri", "state_dir", "log_format", "log_level", "host", "port", "providers",
+        "insecure", "ssl_certfile", "ssl_keyfile",
+    )  # fmt: skip
     overrides = {k: getattr(args, k, None) for k in keys}
     models = tuple(getattr(args, "models", ()) or ())
     if models:
@@ -74,13 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"modelport: invalid settings: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
-    handler = {"serve": _serve, "demo": _demo, "models": _models, "predict": _predict, "mcp": _mcp}[args.command]
+    handler = {
+        "serve": _serve, "demo": _demo, "models": _models, "predict": _predict, "mcp": _mcp, "tokens": tokens_cli.run
+    }[args.command]  # fmt: skip
     return handler(args, settings)
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from server.main import serve
-
     on_demand = settings.policy.mode == "registry" or settings.endpoints_db.exists()
     if not settings.all_deployments() and not on_demand:
         print(
@@ -89,11 +103,20 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
+    stop = preflight(settings)  # before importing the server stack: a refusal is instant and binds nothing
+    if stop is not None:
+        return stop
+    from server.main import serve
+
     serve(settings)
     return 0
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.no_serve:
+        stop = preflight(settings)  # before creating the demo models: a refusal is instant
+        if stop is not None:
+            return stop
     from registry.demo import ensure_demo_models
     from server.main import serve, terminal_progress
 

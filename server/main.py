@@ -124,7 +124,8 @@ def build(settings: Settings, *, mcp: bool = True, progress: Progress | None = N
                 extra={
                     "models": [d.key for d in service.list()],
                     "failed": service.failures(),
-                    "url": f"http://{settings.host}:{settings.port}",
+                    "url": f"{'https' if settings.ssl_certfile else 'http'}://{settings.host}:{settings.port}",
+                    "auth": "on" if settings.auth_enabled else "off",
                 },
             )
             try:

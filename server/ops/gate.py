@@ -127,11 +127,15 @@ class Gate:
                 retry_after_s=retry,
             )
 
-    async def enter(self, authorization: str | bytes | None, resource: Resource | None, level: Level) -> Principal:
-        """Identity, then permission on ``resource`` (when given), then its rate limit (for scoring calls)."""
-        principal = await self.identify(authorization)
+    def check(self, principal: Principal, resource: Resource | None, level: Level) -> None:
+        """Permission on ``resource`` (when given), then its rate limit (for scoring calls)."""
         if resource is not None:
             self.authorize(principal, resource, level)
             if level is Level.CAN_QUERY:
                 self.admit(principal, resource)
+
+    async def enter(self, authorization: str | bytes | None, resource: Resource | None, level: Level) -> Principal:
+        """Identity, then ``check``."""
+        principal = await self.identify(authorization)
+        self.check(principal, resource, level)
         return principal

@@ -124,9 +124,9 @@ class RestGuard:
         if rule.access == "optional" and bearer(authorization) is None and self.gate.enabled:
             return
         resource = self.resource(rule, request.path_params)
-        principal = await self.gate.enter(authorization, resource, rule.level)
-        state["principal"] = principal.name
-        state["caller"] = principal
+        principal = await self.gate.identify(authorization)
+        state["principal"], state["caller"] = principal.name, principal
+        self.gate.check(principal, resource, rule.level)
 
     def resource(self, rule: Rule, params: dict[str, str]) -> Resource | None:
         if rule.target == "model":
@@ -146,10 +146,10 @@ class RestGuard:
         gate = self.gate
         if not gate.enabled and not gate.limits.active:
             return
+        principal = await gate.identify(authorization)
+        state["principal"], state["caller"] = principal.name, principal
         resource = Resource("model", model if model is not None else self.single_model())
-        principal = await gate.enter(authorization, resource, Level.CAN_QUERY)
-        state["principal"] = principal.name
-        state["caller"] = principal
+        gate.check(principal, resource, Level.CAN_QUERY)
 
 
 def caller(request: Request) -> Principal | None:

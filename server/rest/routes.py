@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -10,7 +11,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from server.errors import ModelNotFound, PayloadTooLarge, UnsupportedMediaType
+from server.ops.gate import Gate
+from server.ops.identity import Level, Resource
 from server.prediction import Prediction
+from server.rest.guard import caller
 from server.service import InferenceService
 from server.tensors import ARROW_STREAM
 
@@ -132,11 +136,16 @@ async def ping() -> Response:
 
 @router.get("/health", tags=["health"])
 async def health(request: Request) -> Response:
+    """Readiness; with auth on, the deployments' names only for an authenticated caller (probes see the status)."""
     service = _service(request)
     ready = [d.key for d in service.list() if d.state == "READY"]
     failed = service.failures()
     status = 200 if ready or not failed else 503
-    return _json({"status": "ok" if status == 200 else "unavailable", "ready": ready, "failed": failed}, status)
+    body: dict[str, Any] = {"status": "ok" if status == 200 else "unavailable"}
+    gate = getattr(request.app.state, "gate", None)
+    if gate is None or not gate.enabled or caller(request) is not None:
+        body |= {"ready": ready, "failed": failed}
+    return _json(body, status)
 
 
 @router.get("/version", tags=["health"])
@@ -150,11 +159,27 @@ async def version_info() -> Response:
     )
 
 
-@router.get("/models", tags=["models"], summary="Every served model")
+@router.get("/models", tags=["models"], summary="Every served model the caller may view")
 async def list_models(request: Request) -> Response:
     service = _service(request)
-    failed = [{"key": key, "state": "FAILED", "reason": reason} for key, reason in service.failures().items()]
-    return _json({"models": [d.summary() for d in service.list()] + failed})
+    visible = viewable(request)
+    failed = [
+        {"key": key, "state": "FAILED", "reason": reason}
+        for key, reason in service.failures().items()
+        if visible(key.split("@", 1)[0].split("/", 1)[0])
+    ]
+    return _json({"models": [d.summary() for d in service.list() if visible(d.name)] + failed})
+
+
+def viewable(request: Request) -> Callable[[str], bool]:
+    """Whether the caller may view a model (by registered model name): everything when auth is off."""
+    gate: Gate | None = getattr(request.app.state, "gate", None)
+    principal = caller(request)
+    if gate is None or not gate.enabled or (principal is not None and principal.admin):
+        return lambda _: True
+    if principal is None:
+        return lambda _: False
+    return lambda name: gate.can(principal, Resource("model", name), Level.CAN_VIEW)
 
 
 @router.get("/models/{name}", tags=["models"], summary="Deployments of one model")

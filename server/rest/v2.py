@@ -68,7 +68,7 @@ def error_reply(exc: ServingError, request_id: str | None = None) -> Reply:
     if isinstance(exc, InferenceFailed):
         log.error("inference failed", exc_info=exc.__cause__ or exc, extra={"request_id": request_id})
         message = f"{message} (request id {request_id})"
-    body: dict[str, Any] = {"error": message, "error_code": exc.error_code}
+    body: dict[str, Any] = {"error": message, "error_code": exc.error_code, "message": message}
     if exc.field:
         body["field"] = exc.field
     if request_id:
