@@ -17,13 +17,45 @@ import tempfile
 from pathlib import Path
 
 from bench.load import Result, run_wrk
-from bench.payloads import write_bodies
-from bench.servers import free_port, modelport
+from bench.payloads import Body, write_bodies
+from bench.servers import Server, free_port, modelport
 from bench.suite import MODEL, SCORING, prepare_state
 
 
 def _env(pairs: list[str]) -> dict[str, str]:
     return dict(p.split("=", 1) for p in pairs)
+
+
+def alternate(
+    sides: dict[str, tuple[Server, str]],
+    path: str,
+    body: Body,
+    *,
+    rows: int,
+    fmt: str,
+    connections: int,
+    rounds: int,
+    seconds: float,
+) -> dict[str, list[Result]]:
+    """Start every side (server, extra request header), warm each up, then alternate short wrk runs between them."""
+    results: dict[str, list[Result]] = {name: [] for name in sides}
+    try:
+        for server, _ in sides.values():
+            server.start()
+        for name, (server, header) in sides.items():  # warm-up
+            run_wrk(server.url + path, body.path, server=name, case="warm", rows=rows, connections=8,
+                    seconds=1.0, pid=server.pid, content_type=body.content_type, header=header)  # fmt: skip
+        for i in range(rounds):
+            order = list(sides.items()) if i % 2 == 0 else list(reversed(sides.items()))
+            for name, (server, header) in order:
+                load = {"server": name, "case": fmt, "rows": rows, "connections": connections}
+                result = run_wrk(server.url + path, body.path, seconds=seconds, pid=server.pid,
+                                 content_type=body.content_type, header=header, **load)  # fmt: skip
+                results[name].append(result)
+    finally:
+        for server, _ in sides.values():
+            server.stop()
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,23 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         "A": modelport(state, MODEL, free_port(), log=work / "a.log", **_env(args.a)),
         "B": modelport(state, MODEL, free_port(), log=work / "b.log", **_env(args.b)),
     }
-    results: dict[str, list[Result]] = {"A": [], "B": []}
-    try:
-        for server in sides.values():
-            server.start()
-        for name, server in sides.items():  # warm-up
-            run_wrk(server.url + path, body.path, server=name, case="warm", rows=args.rows, connections=8,
-                    seconds=1.0, pid=server.pid, content_type=body.content_type, header=body.header)  # fmt: skip
-        for i in range(args.rounds):
-            order = list(sides.items()) if i % 2 == 0 else list(reversed(sides.items()))
-            for name, server in order:
-                load = {"server": name, "case": args.format, "rows": args.rows, "connections": args.connections}
-                result = run_wrk(server.url + path, body.path, seconds=args.seconds, pid=server.pid,
-                                 content_type=body.content_type, header=body.header, **load)  # fmt: skip
-                results[name].append(result)
-    finally:
-        for server in sides.values():
-            server.stop()
+    results = alternate(
+        {name: (server, body.header) for name, server in sides.items()}, path, body,
+        rows=args.rows, fmt=args.format, connections=args.connections, rounds=args.rounds, seconds=args.seconds,
+    )  # fmt: skip
     print(f"{args.format} {args.rows} row(s), {args.connections} connections, {args.rounds} x {args.seconds:g} s each")
     medians = {}
     for name, runs in results.items():

@@ -20,9 +20,11 @@ from server.ops.identity import ANONYMOUS, Level, Principal, Resource
 from server.ops.limits import LimitTable
 from server.ops.oauth import InvalidToken, JwtVerifier
 from server.ops.tokens import PREFIX, TokenStore
+from server.ops.tokens import digest as digest_of
 
 log = logging.getLogger(__name__)
 
+_MAX_DECISIONS = 100_000
 HOW_TO = "send 'Authorization: Bearer <token>' (create one with: modelport tokens create NAME --grant MODEL=CAN_QUERY)"
 
 
@@ -65,6 +67,15 @@ class Gate:
         self.limits = limits
         self.oauth = oauth
         self.required_scopes = frozenset(required_scopes)
+        self._version = 0
+        self._decisions: dict[tuple[object, ...], tuple[Principal, int, str | None]] = {}
+        tokens.db.on_change(self._changed)
+        acl.db.on_change(self._changed)
+
+    def _changed(self) -> None:
+        """Tokens or ACLs changed (here or in another process): forget every cached decision."""
+        self._version += 1
+        self._decisions = {}
 
     # -- identity -----------------------------------------------------------------------------------------------
 
@@ -134,8 +145,38 @@ class Gate:
             if level is Level.CAN_QUERY:
                 self.admit(principal, resource)
 
-    async def enter(self, authorization: str | bytes | None, resource: Resource | None, level: Level) -> Principal:
-        """Identity, then ``check``."""
+    async def enter(
+        self,
+        authorization: str | bytes | None,
+        resource: Resource | None,
+        level: Level,
+        state: dict[str, object] | None = None,
+    ) -> Principal:
+        """Identity, then ``check``; the principal goes into ``state`` (``principal``, ``caller``) before the check.
+
+        Allowed (credential, resource, level) decisions are cached until tokens or ACLs change or the credential
+        expires, so a repeat caller costs a dict lookup (plus the rate limit) instead of a hash and two lookups.
+        """
+        self.tokens.db.check()  # may invalidate the cache (revocations from other processes)
+        key = (authorization, resource, level)
+        hit = self._decisions.get(key)
+        if hit is not None:
+            principal, version, digest = hit
+            now = time.time()
+            if version == self._version and (principal.expires_at is None or principal.expires_at > now):
+                if state is not None:
+                    state["principal"], state["caller"] = principal.name, principal
+                if digest is not None:
+                    self.tokens.touch(digest, now)
+                if resource is not None and level is Level.CAN_QUERY and self.limits.active:
+                    self.admit(principal, resource)
+                return principal
         principal = await self.identify(authorization)
+        if state is not None:
+            state["principal"], state["caller"] = principal.name, principal
         self.check(principal, resource, level)
+        if len(self._decisions) >= _MAX_DECISIONS:
+            self._decisions = {}
+        token = bearer(authorization) if principal.via == "token" else None
+        self._decisions[key] = (principal, self._version, None if token is None else digest_of(token))
         return principal

@@ -131,6 +131,10 @@ class TokenStore:
         self._used[key] = int(now * 1000)
         return principal
 
+    def touch(self, digest: str, now: float) -> None:
+        """Note a use of the token with this digest (written to ``last_used_ms`` on the next flush)."""
+        self._used[digest] = int(now * 1000)
+
     def flush(self) -> None:
         """Write the in-memory ``last used`` times (called when the cache reloads and on listing)."""
         used, self._used = self._used, {}

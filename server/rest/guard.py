@@ -124,9 +124,7 @@ class RestGuard:
         if rule.access == "optional" and bearer(authorization) is None and self.gate.enabled:
             return
         resource = self.resource(rule, request.path_params)
-        principal = await self.gate.identify(authorization)
-        state["principal"], state["caller"] = principal.name, principal
-        self.gate.check(principal, resource, rule.level)
+        await self.gate.enter(authorization, resource, rule.level, state)
 
     def resource(self, rule: Rule, params: dict[str, str]) -> Resource | None:
         if rule.target == "model":
@@ -146,10 +144,8 @@ class RestGuard:
         gate = self.gate
         if not gate.enabled and not gate.limits.active:
             return
-        principal = await gate.identify(authorization)
-        state["principal"], state["caller"] = principal.name, principal
         resource = Resource("model", model if model is not None else self.single_model())
-        gate.check(principal, resource, Level.CAN_QUERY)
+        await gate.enter(authorization, resource, Level.CAN_QUERY, state)
 
 
 def caller(request: Request) -> Principal | None:
