@@ -105,7 +105,9 @@ def build(settings: Settings, *, mcp: bool = True, progress: Progress | None = N
         follower.notify,
         tolerance_s=settings.promotion.webhook_tolerance_s,
     )
-    endpoints = EndpointService(manager, service, EndpointStore(settings.endpoints_db))
+    endpoints = EndpointService(
+        manager, service, EndpointStore(settings.endpoints_db), limits=gate.limits, acl=gate.acl
+    )
     door = McpDoor(service, settings, gate=gate) if mcp else None
 
     @asynccontextmanager

@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.databricks.config import EndpointConfig
+from server.databricks.gateway import AiGateway
 from server.databricks.routing import TrafficRouter
 
 CREATOR = "modelport"
+"""The ``creator`` of endpoints created without an identity (auth off)."""
 States = dict[str, tuple[str, str]]
 """Served entity name → (``DEPLOYMENT_*`` state, message)."""
 
@@ -29,6 +31,8 @@ class Endpoint:
     description: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     route_optimized: bool = False
+    creator: str = CREATOR
+    ai_gateway: AiGateway = field(default_factory=AiGateway)
     config: EndpointConfig | None = None
     pending: EndpointConfig | None = None
     pending_started_ms: int | None = None
@@ -52,16 +56,18 @@ class Endpoint:
             "description": self.description,
             "tags": self.tags,
             "route_optimized": self.route_optimized,
+            "creator": self.creator,
+            "ai_gateway": None if self.ai_gateway.empty else self.ai_gateway.render(),
             "config": None if self.config is None else self.config.to_input(),
             "pending": None if self.pending is None else self.pending.to_input(),
         }
 
-    def render(self) -> dict[str, Any]:
-        """``ServingEndpointDetailed``."""
+    def render(self, permission_level: str = "CAN_MANAGE") -> dict[str, Any]:
+        """``ServingEndpointDetailed``; ``permission_level`` is the caller's."""
         out: dict[str, Any] = {
             "name": self.name,
             "id": self.id,
-            "creator": CREATOR,
+            "creator": self.creator,
             "creation_timestamp": self.created_ms,
             "last_updated_timestamp": self.updated_ms,
             "state": {
@@ -69,14 +75,16 @@ class Endpoint:
                 "config_update": self.update,
             },
             "tags": [{"key": k, "value": v} for k, v in sorted(self.tags.items())],
-            "permission_level": "CAN_MANAGE",
+            "permission_level": permission_level,
             "route_optimized": self.route_optimized,
         }
         if self.description is not None:
             out["description"] = self.description
+        if not self.ai_gateway.empty:
+            out["ai_gateway"] = self.ai_gateway.render()
         if self.config is not None:
-            out["config"] = self.config.render(self.states.get(self.config.version, {}), self.created_ms, CREATOR)
+            out["config"] = self.config.render(self.states.get(self.config.version, {}), self.created_ms, self.creator)
         if self.pending is not None:
-            pending = self.pending.render(self.states.get(self.pending.version, {}), self.created_ms, CREATOR)
+            pending = self.pending.render(self.states.get(self.pending.version, {}), self.created_ms, self.creator)
             out["pending_config"] = {**pending, "start_time": self.pending_started_ms}
         return out

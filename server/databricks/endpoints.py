@@ -6,6 +6,10 @@ entities load (from the conversion cache when possible), then the config becomes
 (``NOT_UPDATING``), or ``UPDATE_FAILED`` with the previous config still serving. Each endpoint owns the deployments
 of its entities in the ``ModelManager`` (pinned unless ``scale_to_zero_enabled``), so they share batchers with
 ``/model/{name}/{version}`` and with the MCP tools. Definitions persist in ``EndpointStore`` and are restored at start.
+
+Security: the creator of an endpoint gets ``CAN_MANAGE`` on it in the ACL store (as on Databricks), and an
+endpoint's AI Gateway rate limits go to the gate's ``LimitTable`` (enforced on its data plane); deleting the endpoint
+drops both. Who may call what is checked by the doors (``server/rest/guard.py``), not here.
 """
 
 from __future__ import annotations
@@ -21,11 +25,16 @@ import orjson
 
 from server.databricks.config import EndpointConfig, ServedEntity, check_name, parse_config
 from server.databricks.endpoint import Endpoint, States, now_ms
+from server.databricks.gateway import AiGateway, parse_ai_gateway, parse_limits, render_rate_limits
+from server.databricks.permissions import owner_entry
 from server.databricks.routing import TrafficRouter
 from server.databricks.store import EndpointStore
 from server.deployments import Deployment
 from server.errors import AlreadyExists, Conflict, InvalidInput, ModelNotFound, ModelNotReady, ServingError
 from server.manager import ModelManager, key_of
+from server.ops.acl import AclStore
+from server.ops.identity import Principal, Resource
+from server.ops.limits import LimitTable
 from server.prediction import Prediction
 from server.service import InferenceService
 from server.settings import DeploymentSpec
@@ -40,12 +49,24 @@ class EndpointService:
         manager: loads and owns the served entities' deployments.
         service: scores requests (decoding, batching, errors as everywhere else).
         store: where definitions persist.
+        limits: where endpoints' AI Gateway rate limits are enforced (the gate's); ``None``: kept, not enforced.
+        acl: the gate's ACLs (creators become ``CAN_MANAGE``; deletion drops the endpoint's ACL); ``None``: none.
     """
 
-    def __init__(self, manager: ModelManager, service: InferenceService, store: EndpointStore) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        service: InferenceService,
+        store: EndpointStore,
+        *,
+        limits: LimitTable | None = None,
+        acl: AclStore | None = None,
+    ) -> None:
         self.manager = manager
         self.service = service
         self.store = store
+        self.limits = limits
+        self.acl = acl
         self._endpoints: dict[str, Endpoint] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._settled = threading.Condition()
@@ -65,6 +86,7 @@ class EndpointService:
                 )
                 continue
             self._endpoints[ep.name] = ep
+            self._apply_limits(ep)
             if ep.config is not None:
                 ep.update = "IN_PROGRESS"
                 rollouts.append(self._rollout(ep, ep.config))
@@ -75,30 +97,53 @@ class EndpointService:
         if self._endpoints:
             log.info("serving endpoints restored", extra={"endpoints": sorted(self._endpoints)})
 
-    async def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """``POST /api/2.0/serving-endpoints``: validate, persist, start the rollout; returns the endpoint."""
+    async def create(self, body: Mapping[str, Any], creator: Principal | None = None) -> dict[str, Any]:
+        """``POST /api/2.0/serving-endpoints``: validate, persist, start the rollout; returns the endpoint.
+
+        ``creator`` (the caller; may it create this name is the door's check) gets ``CAN_MANAGE`` on the endpoint,
+        and the endpoint's ACL starts with that entry only.
+        """
         if not isinstance(body, Mapping):
             raise InvalidInput("request body must be a JSON object", field="body")
         name = check_name(body.get("name"))
         if name in self._endpoints:
             raise AlreadyExists(f"endpoint '{name}' already exists", field="name")
         config = parse_config(body.get("config"), 1)
+        gateway = parse_ai_gateway(body.get("ai_gateway"), "ai_gateway.")
+        legacy = parse_limits(body.get("rate_limits"), "rate_limits")
+        if legacy and gateway.rate_limits:
+            raise InvalidInput("give rate_limits or ai_gateway.rate_limits, not both", field="rate_limits")
         description = body.get("description")
         ep = Endpoint(name, uuid.uuid4().hex, now_ms(), now_ms())
         ep.description = description if isinstance(description, str) else None
         ep.tags = _tags(body.get("tags") or [])
         ep.route_optimized = bool(body.get("route_optimized", False))
+        ep.ai_gateway = gateway.with_rate_limits(legacy) if legacy else gateway
+        owner = None if creator is None else owner_entry(creator)
+        if owner is not None:
+            ep.creator = owner.principal
+        if self.acl is not None:
+            resource = Resource("endpoint", name)
+            if owner is not None:
+                self.acl.replace(resource, [owner])
+            elif self.acl.entries(resource):
+                self.acl.drop(resource)  # left over from an endpoint of that name deleted while ACLs were off
         self._endpoints[name] = ep
+        self._apply_limits(ep)
         self._start(ep, config)
         log.info("serving endpoint created", extra={"endpoint": name, "served": [e.model_uri for e in config.served]})
         return ep.render()
 
     def list(self) -> list[dict[str, Any]]:
-        """``GET /api/2.0/serving-endpoints``: every endpoint, by name."""
+        """``GET /api/2.0/serving-endpoints``: every endpoint, by name (the door filters by permission)."""
         return [self._refreshed(self._endpoints[n]).render() for n in sorted(self._endpoints)]
 
-    def get(self, name: str) -> dict[str, Any]:
-        return self._refreshed(self._find(name)).render()
+    def get(self, name: str, permission_level: str = "CAN_MANAGE") -> dict[str, Any]:
+        """``GET /api/2.0/serving-endpoints/{name}``, with the caller's ``permission_level``."""
+        return self._refreshed(self._find(name)).render(permission_level)
+
+    def endpoint_id(self, name: str) -> str:
+        return self._find(name).id
 
     async def update_config(self, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """``PUT /api/2.0/serving-endpoints/{name}/config``: roll out a new config (refused while one rolls out)."""
@@ -119,6 +164,11 @@ class EndpointService:
             await asyncio.gather(task, return_exceptions=True)
         del self._endpoints[name]
         self.store.delete(name)
+        resource = Resource("endpoint", name)
+        if self.limits is not None:
+            self.limits.set(resource, ())
+        if self.acl is not None:
+            self.acl.drop(resource)
         for key in {key_of(e.model_uri) for c in (ep.config, ep.pending) if c is not None for e in c.served}:
             await self.manager.release(key, ep.owner)
         self._notify()
@@ -138,6 +188,34 @@ class EndpointService:
         ep.updated_ms = now_ms()
         self.store.save(name, ep.record())
         return {"tags": [{"key": k, "value": v} for k, v in sorted(ep.tags.items())]}
+
+    def put_ai_gateway(self, name: str, body: Any) -> dict[str, Any]:
+        """``PUT /api/2.0/serving-endpoints/{name}/ai-gateway``: replace the AI Gateway config; returns it."""
+        ep = self._find(name)
+        ep.ai_gateway = parse_ai_gateway(body)
+        self._saved(ep)
+        log.info(
+            "serving endpoint AI Gateway set",
+            extra={"endpoint": name, "rate_limits": render_rate_limits(ep.ai_gateway.rate_limits)},
+        )
+        return ep.ai_gateway.render()
+
+    def put_rate_limits(self, name: str, body: Any) -> dict[str, Any]:
+        """``PUT /api/2.0/serving-endpoints/{name}/rate-limits`` (deprecated by Databricks for AI Gateway): replace
+        the rate limits only; returns ``{"rate_limits": [...]}``."""
+        ep = self._find(name)
+        if not isinstance(body, Mapping):
+            raise InvalidInput("request body must be a JSON object with rate_limits", field="body")
+        unknown = sorted(set(body) - {"rate_limits"})
+        if unknown:
+            raise InvalidInput(f"unknown field(s) {unknown}; the body has rate_limits only", field=unknown[0])
+        ep.ai_gateway = ep.ai_gateway.with_rate_limits(parse_limits(body.get("rate_limits")))
+        self._saved(ep)
+        log.info(
+            "serving endpoint rate limits set",
+            extra={"endpoint": name, "rate_limits": render_rate_limits(ep.ai_gateway.rate_limits)},
+        )
+        return {"rate_limits": render_rate_limits(ep.ai_gateway.rate_limits)}
 
     def wait_settled(self, name: str, timeout_s: float = 60.0) -> bool:
         """Block (any thread) until no rollout of ``name`` is in progress; ``False`` on timeout."""
@@ -242,6 +320,16 @@ class EndpointService:
         for key in {key_of(e.model_uri) for e in config.served} - kept:
             await self.manager.release(key, ep.owner)
 
+    def _saved(self, ep: Endpoint) -> None:
+        """Persist a changed AI Gateway config and enforce its rate limits."""
+        ep.updated_ms = now_ms()
+        self.store.save(ep.name, ep.record())
+        self._apply_limits(ep)
+
+    def _apply_limits(self, ep: Endpoint) -> None:
+        if self.limits is not None:
+            self.limits.set(Resource("endpoint", ep.name), ep.ai_gateway.rate_limits)
+
     def _refreshed(self, ep: Endpoint) -> Endpoint:
         """Bring the active entities' state messages up to date (hot swaps of alias entities, scale-to-zero)."""
         config = ep.config
@@ -288,6 +376,8 @@ def _restored(record: Mapping[str, Any]) -> Endpoint:
     ep.description = record.get("description")
     ep.tags = {str(k): str(v) for k, v in (record.get("tags") or {}).items()}
     ep.route_optimized = bool(record.get("route_optimized"))
+    ep.creator = str(record.get("creator") or ep.creator)
+    ep.ai_gateway = parse_ai_gateway(record.get("ai_gateway")) if record.get("ai_gateway") else AiGateway()
     for key in ("config", "pending"):
         if record.get(key):
             setattr(ep, key, parse_config(record[key], int(record[key].get("config_version", 1))))

@@ -1,9 +1,14 @@
-"""Databricks Model Serving's REST surface: ``/api/2.0/serving-endpoints`` (control plane) and
+"""Databricks Model Serving's REST surface: ``/api/2.0/serving-endpoints`` (control plane, AI Gateway and rate
+limits), ``/api/2.0/permissions/serving-endpoints`` (``server/rest/permissions.py``, included in this router) and
 ``/serving-endpoints/{name}/invocations`` (data plane), thin handlers over ``EndpointService``.
 
 Clients written for Databricks (``databricks-sdk``'s ``WorkspaceClient().serving_endpoints``, MLflow's
-``get_deploy_client("databricks")``, curl with ``Authorization: Bearer``) work with only the host changed. There is
-no authentication yet: any bearer token (or none) is accepted.
+``get_deploy_client("databricks")``, curl with ``Authorization: Bearer``) work with only the host and token changed.
+The guard (``server/rest/guard.py``) has identified the caller and checked its level on the endpoint of the path
+before a handler runs (``CAN_VIEW`` to read, ``CAN_QUERY`` to score, within the rate limits, ``CAN_MANAGE`` to
+change). Here: creating needs ``CAN_MANAGE`` on the new name (a token grant on it or ``*``, or admin) and makes the
+creator its manager; listing shows only the endpoints the caller may view, each with the caller's
+``permission_level``.
 """
 
 from __future__ import annotations
@@ -14,11 +19,17 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from server.databricks.config import check_name
 from server.databricks.endpoints import EndpointService
-from server.errors import InvalidInput
+from server.errors import InvalidInput, PermissionDenied
+from server.ops.gate import Gate
+from server.ops.identity import Level, Resource
+from server.rest import permissions
+from server.rest.guard import caller
 from server.rest.routes import read_body
 
 router = APIRouter(tags=["databricks serving endpoints"])
+router.include_router(permissions.router)
 
 _CONTROL_BODY_LIMIT = 1024 * 1024
 _PREFIX = "/api/2.0/serving-endpoints"
@@ -31,6 +42,15 @@ def _endpoints(request: Request) -> EndpointService:
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
+
+
+def _level(request: Request, name: str) -> Level:
+    """The caller's level on endpoint ``name`` (everything when the app has no gate)."""
+    gate: Gate | None = getattr(request.app.state, "gate", None)
+    if gate is None:
+        return Level.CAN_MANAGE
+    principal = caller(request)
+    return Level.NONE if principal is None else gate.level(principal, Resource("endpoint", name))
 
 
 async def _body(request: Request) -> Any:
@@ -52,18 +72,36 @@ async def host_metadata() -> Response:
 @router.post(_PREFIX, summary="Create a serving endpoint")
 @router.post(_PREFIX + "/", include_in_schema=False)
 async def create_endpoint(request: Request) -> Response:
-    return _json(await _endpoints(request).create(await _body(request)))
+    """Needs ``CAN_MANAGE`` on the new endpoint's name; the creator gets ``CAN_MANAGE`` on it."""
+    body = await _body(request)
+    principal = caller(request)
+    if isinstance(body, dict):
+        name = check_name(body.get("name"))
+        if _level(request, name) < Level.CAN_MANAGE:
+            who = "the caller" if principal is None else principal.name
+            raise PermissionDenied(
+                f"{who} may not create endpoint '{name}': this needs CAN_MANAGE on it (an admin token, or a token "
+                f"granted '{name}', 'endpoints/{name}' or '*' CAN_MANAGE)",
+                field="name",
+            )
+    return _json(await _endpoints(request).create(body, creator=principal))
 
 
 @router.get(_PREFIX, summary="List serving endpoints")
 @router.get(_PREFIX + "/", include_in_schema=False)
 async def list_endpoints(request: Request) -> Response:
-    return _json({"endpoints": _endpoints(request).list()})
+    """The endpoints the caller may view (``CAN_VIEW`` or more), each with its ``permission_level``."""
+    shown = []
+    for ep in _endpoints(request).list():
+        level = _level(request, ep["name"])
+        if level >= Level.CAN_VIEW:
+            shown.append({**ep, "permission_level": level.name})
+    return _json({"endpoints": shown})
 
 
 @router.get(_PREFIX + "/{name}", summary="Get a serving endpoint")
 async def get_endpoint(name: str, request: Request) -> Response:
-    return _json(_endpoints(request).get(name))
+    return _json(_endpoints(request).get(name, _level(request, name).name))
 
 
 @router.put(_PREFIX + "/{name}/config", summary="Update a serving endpoint's served entities and traffic")
@@ -80,6 +118,18 @@ async def delete_endpoint(name: str, request: Request) -> Response:
 @router.patch(_PREFIX + "/{name}/tags", summary="Add and delete serving endpoint tags")
 async def patch_tags(name: str, request: Request) -> Response:
     return _json(_endpoints(request).patch_tags(name, await _body(request)))
+
+
+@router.put(_PREFIX + "/{name}/ai-gateway", summary="Set a serving endpoint's AI Gateway (rate limits)")
+async def put_ai_gateway(name: str, request: Request) -> Response:
+    """Replaces the AI Gateway config; its ``rate_limits`` apply to the data plane at once."""
+    return _json(_endpoints(request).put_ai_gateway(name, await _body(request)))
+
+
+@router.put(_PREFIX + "/{name}/rate-limits", summary="Set a serving endpoint's rate limits (legacy)")
+async def put_rate_limits(name: str, request: Request) -> Response:
+    """Databricks' deprecated rate limits API (``serving_endpoints.put``): the AI Gateway's ``rate_limits``."""
+    return _json(_endpoints(request).put_rate_limits(name, await _body(request)))
 
 
 @router.post("/serving-endpoints/{name}/invocations", tags=["scoring"], summary="Score through an endpoint")

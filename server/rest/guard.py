@@ -123,6 +123,11 @@ class RestGuard:
         state = request.scope.setdefault("state", {})
         if rule.access == "optional" and bearer(authorization) is None and self.gate.enabled:
             return
+        if rule.target == "endpoint_id":  # identify before looking the id up: no existence oracle for strangers
+            principal = await self.gate.identify(authorization)
+            state["principal"], state["caller"] = principal.name, principal
+            self.gate.check(principal, self.resource(rule, request.path_params), rule.level)
+            return
         resource = self.resource(rule, request.path_params)
         await self.gate.enter(authorization, resource, rule.level, state)
 
