@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, help="reuse a demo state dir (default: a fresh temporary one)")
     parser.add_argument("--no-inproc", action="store_true", help="skip the in-process figures")
     parser.add_argument("--no-mcp", action="store_true", help="skip the MCP-over-REST latency figure")
-    parser.add_argument("--no-auth", action="store_true", help="skip the token-auth cost figure")
+    parser.add_argument("--no-layers", action="store_true", help="skip the observability/auth cost figures")
     parser.add_argument("--out", type=Path, help="also write the report (markdown) here")
     parser.add_argument("--env", action="append", default=[], metavar="K=V", help="extra env for modelport")
     parser.add_argument("--toggles", default="", help="also run 'modelport+' with these bench/toggles switched on")
@@ -138,12 +138,12 @@ def main(argv: list[str] | None = None) -> int:
                 from bench import mcp_bench
 
                 mcp_line = mcp_bench.compare(server.url, bodies[("json", 1)].path)
-    if "modelport" in args.servers.split(",") and not args.no_auth:
-        from bench import auth_cost
+    if "modelport" in args.servers.split(",") and not args.no_layers:
+        from bench import layer_cost
 
-        auth_line = auth_cost.measure(state, work, bodies[("json", 1)], seconds=max(2.0, seconds / 2))
-        print(auth_line, flush=True)
-        mcp_line = "\n\n".join(x for x in (mcp_line, auth_line) if x)
+        layers = layer_cost.measure(state, work, bodies[("json", 1)], seconds=max(2.0, seconds / 2))
+        print(layers, flush=True)
+        mcp_line = "\n\n".join(x for x in (mcp_line, layers) if x)
     text = report.render(machine, results, stages, mcp_line, seconds, time.time() - started)
     print("\n" + text)
     if args.out:

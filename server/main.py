@@ -29,6 +29,7 @@ from server.ops.gate import Gate
 from server.ops.identity import Resource
 from server.ops.limits import LimitTable, RateLimit
 from server.ops.oauth import JwtVerifier
+from server.ops.observability import Observability
 from server.ops.tokens import TokenStore
 from server.policy import ServingPolicy
 from server.promotion import AliasFollower
@@ -56,6 +57,7 @@ class Components:
     endpoints: EndpointService | None = None
     receiver: WebhookReceiver | None = None
     gate: Gate | None = None
+    observability: Observability | None = None
 
 
 def terminal_progress() -> Progress:
@@ -88,9 +90,11 @@ def build(settings: Settings, *, mcp: bool = True, progress: Progress | None = N
     """Wire one process. Models load in the app's lifespan (so uvicorn answers /ping only once they are ready)."""
     table = DeploymentTable()
     gate = build_gate(settings)
+    observability = Observability.build(settings, table)
     registry = RegistryClient(settings.effective_registry_uri, settings.effective_tracking_uri)
     loader = ModelLoader(registry, settings, progress=progress)
     manager = ModelManager(loader, table, policy=ServingPolicy(settings.policy), cache=settings.cache)
+    manager.listeners.append(observability.metrics.event)
     service = InferenceService(
         table,
         max_body_bytes=settings.max_body_bytes,
@@ -120,6 +124,7 @@ def build(settings: Settings, *, mcp: bool = True, progress: Progress | None = N
             background = [
                 asyncio.create_task(follower.run(), name="alias-follower"),
                 asyncio.create_task(manager.run_reaper(), name="idle-reaper"),
+                asyncio.create_task(observability.timeline.run(), name="metrics-timeline"),
             ]
             log.info(
                 "serving",
@@ -148,10 +153,12 @@ def build(settings: Settings, *, mcp: bool = True, progress: Progress | None = N
         receiver=receiver,
         gate=gate,
         cors=settings.cors,
+        observability=observability if settings.observe else None,
+        public_metrics=settings.auth.public_metrics,
     )
     if door is not None:
         door.install(app)  # exactly /mcp (a mount would redirect /mcp → /mcp/)
-    return Components(settings, table, service, manager, app, door, follower, endpoints, receiver, gate)
+    return Components(settings, table, service, manager, app, door, follower, endpoints, receiver, gate, observability)
 
 
 def serve(settings: Settings, *, progress: Progress | None = None) -> None:

@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from registry import ModelNotInRegistry, ModelRef, RegistryError
 from server.deployments import Deployment, DeploymentTable
@@ -71,6 +72,16 @@ class ModelManager:
         self._loading: dict[str, asyncio.Task[Deployment]] = {}
         self._misses: dict[str, tuple[float, ServingError]] = {}
         self._swapping: dict[str, asyncio.Lock] = {}
+        self.listeners: list[Callable[..., None]] = []
+        """Told of lifecycle events: ``listener(kind, key, **detail)`` with kind ``loaded``, ``swapped``,
+        ``unloaded`` or ``failed`` (metrics and the dashboard's recent events)."""
+
+    def _emit(self, kind: str, key: str, **detail: Any) -> None:
+        for listener in self.listeners:
+            try:
+                listener(kind, key, **detail)
+            except Exception:
+                log.exception("lifecycle listener failed", extra={"event": kind, "model": key})
 
     # -- configured deployments ---------------------------------------------------------------------------------
 
@@ -238,15 +249,13 @@ class ModelManager:
             new.last_used = old.last_used
             await new.batcher.start()
             self.table.add(new)
+            load_s = round(time.perf_counter() - started, 3)
             log.info(
                 "hot swap",
-                extra={
-                    "model": key,
-                    "from_version": old.model.version,
-                    "to_version": new.model.version,
-                    "load_s": round(time.perf_counter() - started, 3),
-                },
+                extra={"model": key, "from_version": old.model.version, "to_version": new.model.version,
+                       "load_s": load_s},
             )
+            self._emit("swapped", key, from_version=old.model.version, to_version=new.model.version, load_s=load_s)
             await old.batcher.stop(self._drain_s(spec))
             return new
 
@@ -289,16 +298,18 @@ class ModelManager:
         old = self.table.add(dep)
         if old is not None:
             await old.batcher.stop(self._drain_s(spec))
+        load_s = round(time.perf_counter() - started, 3)
         log.info(
             "model ready",
             extra={
                 "model": key,
                 "version": dep.model.version,
-                "cold_start_s": round(time.perf_counter() - started, 3),
+                "cold_start_s": load_s,
                 "memory_mb": round(dep.memory_bytes / 2**20, 3),
                 "on_demand": not dep.lifecycle.owners,
             },
         )
+        self._emit("loaded", key, version=dep.model.version, load_s=load_s, on_demand=not dep.lifecycle.owners)
         await self._evict(keep=key)
         return dep
 
@@ -325,6 +336,7 @@ class ModelManager:
     def _failed(self, key: str, spec: DeploymentSpec, reason: str) -> ServingError:
         log.error("model failed to load", extra={"model": spec.model, "reason": reason})
         self.table.mark_failed(key, reason)
+        self._emit("failed", key, reason=reason)
         return self._remember(key, ModelNotReady(f"model '{key}' failed to load: {reason}", field="version"))
 
     def _apply_owners(self, dep: Deployment) -> None:
@@ -340,6 +352,7 @@ class ModelManager:
         if self.table.get(dep.key) is dep:
             self.table.remove(dep.key)
         log.info("model unloaded", extra={"model": dep.key, "version": dep.model.version, "reason": reason})
+        self._emit("unloaded", dep.key, version=dep.model.version, reason=reason)
         await dep.batcher.stop(self._drain_s(self._specs.get(dep.key)))
 
     def _drain_s(self, spec: DeploymentSpec | None) -> float:

@@ -10,6 +10,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+_TABLE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_-]*$"
+"""Catalog, schema and table names: one path segment each (no ``/``, no ``..``)."""
+
 
 class BatchingSettings(BaseModel):
     """Batcher knobs; set globally and overridable per deployment."""
@@ -38,6 +41,61 @@ class RateLimitSpec(BaseModel):
     renewal_period: Literal["minute"] = "minute"
 
 
+class CaptureSettings(BaseModel):
+    """Inference table capture for one served model (or, through ``InferenceTables.enable_endpoint``, one endpoint).
+
+    Rows land in the Delta table ``<state_dir>/tables/<catalog_name>/<schema_name>/<table_name_prefix>_payload``
+    (Databricks' ``auto_capture_config`` names; docs/observability.md).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    catalog_name: str = Field("main", pattern=_TABLE_NAME)
+    schema_name: str = Field("default", pattern=_TABLE_NAME)
+    table_name_prefix: str | None = Field(None, pattern=_TABLE_NAME)
+    """Default: the registered model (or endpoint) name, with characters other than letters, digits, ``_`` and
+    ``-`` replaced by ``_``."""
+    sampling_fraction: float = Field(1.0, ge=0.0, le=1.0)
+    """Probability that one request is captured (the row records it)."""
+    max_payload_bytes: int = Field(1024 * 1024, ge=0)
+    """Request and response bodies longer than this are truncated (``request_metadata`` says so)."""
+
+
+class TablesSettings(BaseModel):
+    """The inference tables' writer: one background thread, a bounded buffer, periodic compaction."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    flush_rows: int = Field(5000, ge=1)
+    """Commit as soon as this many rows are buffered ..."""
+    flush_s: float = Field(5.0, gt=0)
+    """... or this many seconds after the previous commit, whichever comes first."""
+    buffer_rows: int = Field(100_000, ge=1)
+    """Rows that may wait for the writer; a request arriving past it is not captured (counted, warned about)."""
+    compact_every: int = Field(100, ge=0)
+    """Compact a table's small files (``optimize.compact()``) every this many commits to it; 0 = never."""
+    vacuum: bool = True
+    """After each compaction, vacuum with Delta's default retention (7 days; never zero)."""
+    drop_warning_s: float = Field(60.0, gt=0)
+    """At most one warning about dropped rows per this many seconds."""
+    close_timeout_s: float = Field(30.0, gt=0)
+    """How long ``close()`` at shutdown waits for the last commit."""
+
+
+class CostSettings(BaseModel):
+    """Prices for cost per inference (``/metrics``, the dashboard, ``modelport usage``; docs/observability.md);
+    all ``None`` = cost reporting off."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cpu_core_per_hour: float | None = Field(None, ge=0)
+    gpu_per_hour: float | None = Field(None, ge=0)
+    machine_per_hour: float | None = Field(None, ge=0)
+    """Price of the whole machine per hour (split over its cores when ``cpu_core_per_hour`` is not set)."""
+    currency: str = "USD"
+
+
 class DeploymentSpec(BaseModel):
     """One model to serve."""
 
@@ -48,6 +106,8 @@ class DeploymentSpec(BaseModel):
     batching: BatchingSettings | None = None
     rate_limits: tuple[RateLimitSpec, ...] = ()
     """Rate limits on scoring this registered model (every version and alias of it), on every door."""
+    capture: CaptureSettings | None = None
+    """Write every request and response of this registered model to an inference table (docs/observability.md)."""
 
 
 class OAuthSettings(BaseModel):
@@ -194,6 +254,11 @@ class Settings(BaseSettings):
     """Serve a non-loopback address without auth (warned about on every start)."""
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+    tables: TablesSettings = TablesSettings()
+    """The inference tables' writer (``deployments[].capture`` turns capture on per model)."""
+    cost: CostSettings = CostSettings()
+    observe: bool = True
+    """Record metrics and inference tables (off only to measure the layer's cost: ``make bench``)."""
 
     @field_validator("models", mode="before")
     @classmethod

@@ -18,7 +18,8 @@ from starlette.types import Receive, Scope, Send
 from server.databricks.endpoints import EndpointService
 from server.ops.gate import Gate
 from server.ops.identity import Level, Principal, Resource
-from server.rest import databricks, errors, v2, webhooks
+from server.ops.observability import Observability
+from server.rest import databricks, errors, metrics, v2, webhooks
 from server.rest.cors import Cors, is_preflight
 from server.rest.fast import ScoringFastPath
 from server.rest.guard import RestGuard, caller
@@ -81,6 +82,8 @@ def create_rest_app(
     receiver: WebhookReceiver | None = None,
     gate: Gate | None = None,
     cors: CorsSettings | None = None,
+    observability: Observability | None = None,
+    public_metrics: bool = False,
 ) -> FastAPI:
     """Build the app. ``lifespan`` (from the composition root) loads models and starts batchers.
 
@@ -107,8 +110,13 @@ def create_rest_app(
     )
     app.state.service = service
     app.state.gate = gate
+    app.state.observability = observability
+    app.state.public_metrics = public_metrics
+    recorder = observability.recorder if observability is not None else None
     app.include_router(router)
     app.include_router(v2.router)
+    if observability is not None:
+        app.include_router(metrics.router)
     if endpoints is not None:
         app.state.endpoints = endpoints
         app.include_router(databricks.router)
@@ -116,8 +124,8 @@ def create_rest_app(
         app.state.webhooks = receiver
         app.include_router(webhooks.router)
     errors.install(app)
-    app.add_middleware(RequestContext)
-    app.fast_path = ScoringFastPath(service, guard)
+    app.add_middleware(RequestContext, recorder=recorder)
+    app.fast_path = ScoringFastPath(service, guard, recorder)
     if cors is not None and (cors.allow_origins):
         app.cors = Cors(cors)
     app.openapi = lambda: _openapi(app, service)  # type: ignore[method-assign]

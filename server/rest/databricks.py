@@ -21,7 +21,8 @@ from starlette.responses import Response
 
 from server.databricks.config import check_name
 from server.databricks.endpoints import EndpointService
-from server.errors import InvalidInput, PermissionDenied
+from server.errors import InvalidInput, ModelNotFound, PermissionDenied
+from server.ops.exposition import databricks_export, workload_concurrency
 from server.ops.gate import Gate
 from server.ops.identity import Level, Resource
 from server.rest import permissions
@@ -150,9 +151,25 @@ async def served_model_invocations(name: str, served: str, request: Request) -> 
 async def _invoke(request: Request, name: str, served: str | None) -> Response:
     endpoints = _endpoints(request)
     state = request.state
-    state.model, state.version = name, served
+    state.endpoint, state.served_entity = name, served
     body = await read_body(request, endpoints.service.max_body_bytes)
-    prediction, served_name = await endpoints.invoke(name, body, request.headers.get("content-type"), served)
+    state.body, state.content_type = body, request.headers.get("content-type")
+    prediction, served_name = await endpoints.invoke(name, body, state.content_type, served)
     state.model, state.version, state.rows = prediction.name, prediction.version, prediction.rows
     state.batch_rows, state.batch_requests = prediction.batch_rows, prediction.batch_requests
-    return Response(prediction.mlflow_json(), media_type="application/json", headers={"served-model-name": served_name})
+    state.served_entity = served_name
+    state.response = prediction.mlflow_json()
+    return Response(state.response, media_type="application/json", headers={"served-model-name": served_name})
+
+
+@router.get(_PREFIX + "/{name}/metrics", summary="Export an endpoint's metrics (Prometheus text, Databricks' names)")
+async def export_metrics(name: str, request: Request) -> Response:
+    """``request_count_total`` & co. as Databricks exports them (the ``_total`` ones are per-minute gauges)."""
+    endpoint = _endpoints(request).get(name)
+    observability = getattr(request.app.state, "observability", None)
+    if observability is None:
+        raise ModelNotFound("metrics are not enabled on this server", field="name")
+    served = (endpoint.get("config") or {}).get("served_entities") or []
+    concurrency = workload_concurrency([str(e.get("workload_size", "Small")) for e in served])
+    body = databricks_export(observability.metrics, observability.timeline, name, concurrency)
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from server.errors import PayloadTooLarge, ServingError
+from server.ops.record import Recorder
 from server.rest import errors
 from server.rest.guard import RestGuard
 from server.rest.middleware import HEADER, log_request, request_id_from
@@ -42,9 +43,12 @@ class _Disconnected(Exception):
 class ScoringFastPath:
     """Matches and serves the scoring routes; ``route(scope)`` says whether a request is one of them."""
 
-    def __init__(self, service: InferenceService, guard: RestGuard | None = None) -> None:
+    def __init__(
+        self, service: InferenceService, guard: RestGuard | None = None, recorder: Recorder | None = None
+    ) -> None:
         self.service = service
         self.guard = guard
+        self.recorder = recorder
 
     def route(self, scope: Scope) -> Route | None:
         """The handler for a scoring request, ``None`` for anything else (FastAPI serves it)."""
@@ -80,10 +84,13 @@ class ScoringFastPath:
         state["request_id"] = request_id
         status = 500
         try:
+            if model is not None:
+                state["model"] = model
             try:
                 if self.guard is not None:  # identity → permission → rate limit, before reading the body
                     await self.guard.enter_model(state, headers.get(b"authorization"), model)
                 body = await self._body(receive, headers.get(b"content-length"))
+                state["body"] = body
                 reply = await handler(state, body, headers)
             except _Disconnected:
                 status = 499
@@ -101,10 +108,13 @@ class ScoringFastPath:
                    (b"content-length", str(len(reply.body)).encode("latin-1")),
                    (HEADER, request_id.encode("latin-1"))]  # fmt: skip
             out += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]
+            state["response"] = reply.body
             await send({"type": "http.response.start", "status": status, "headers": out})
             await send({"type": "http.response.body", "body": reply.body})
         finally:
             log_request(scope, state, status, started)
+            if self.recorder is not None:
+                self.recorder.record("v2" if scope["path"].startswith("/v2/") else "rest", state, status, started)
 
     async def _body(self, receive: Receive, declared: bytes | None) -> bytes:
         limit = self.service.max_body_bytes
@@ -144,8 +154,14 @@ class ScoringFastPath:
     async def _invocations(
         self, name: str, version: str, state: dict[str, Any], body: bytes, headers: dict[bytes, bytes]
     ) -> Reply:
-        state["model"], state["version"] = name, version
+        state["model"] = name
+        if version.isdigit():
+            state["version"] = version
+        else:
+            state["alias"] = version
         content_type = headers.get(b"content-type")
+        if content_type is not None:
+            state["content_type"] = content_type.decode("latin-1")
         prediction = await score(
             self.service, name, version, body, content_type.decode("latin-1") if content_type else None
         )

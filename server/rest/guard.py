@@ -58,6 +58,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/.well-known/databricks-config"): PUBLIC,
     ("POST", "/webhooks/mlflow"): PUBLIC,  # authenticated by its HMAC signature
     ("GET", "/openapi.json"): OPTIONAL,
+    ("GET", "/metrics"): OPTIONAL,  # the handler checks: admin, a '*=CAN_VIEW' grant, or auth.public_metrics
     ("GET", "/docs"): PUBLIC,
     ("POST", "/invocations"): Rule("guarded", _Q, "single"),
     ("POST", "/model/{name}/{version_or_alias}/invocations"): _model(_Q),
@@ -107,6 +108,7 @@ class RestGuard:
         self.gate = gate
         self.single_model = single_model
         self.endpoint_name = endpoint_name
+        self._models: dict[str, Resource] = {}
 
     def rule(self, method: str, route_path: str) -> Rule:
         return RULES.get((method, route_path), AUTHENTICATED)
@@ -149,7 +151,12 @@ class RestGuard:
         gate = self.gate
         if not gate.enabled and not gate.limits.active:
             return
-        resource = Resource("model", model if model is not None else self.single_model())
+        name = model if model is not None else self.single_model()
+        resource = self._models.get(name)
+        if resource is None:
+            if len(self._models) > 10_000:
+                self._models.clear()
+            resource = self._models[name] = Resource("model", name)
         await gate.enter(authorization, resource, Level.CAN_QUERY, state)
 
 

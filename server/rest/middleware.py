@@ -11,10 +11,12 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.ops.record import Recorder
+
 access_log = logging.getLogger("modelport.access")
 
 HEADER = b"x-request-id"
-_LOG_KEYS = ("principal", "model", "version", "rows", "batch_rows", "batch_requests", "error")
+_LOG_KEYS = ("principal", "endpoint", "model", "alias", "version", "rows", "batch_rows", "batch_requests", "error")
 # Request ids: a random per-process prefix and a counter (unique, and no getrandom() syscall per request).
 _PREFIX = os.urandom(8).hex()
 _COUNTER = count(1)
@@ -58,9 +60,12 @@ class RequestContext:
     Route handlers add ``model``, ``version``, ``rows`` and ``batch_rows`` to ``request.state`` for the log line.
     """
 
-    def __init__(self, app: ASGIApp, *, quiet_paths: tuple[str, ...] = ("/ping", "/health")) -> None:
+    def __init__(
+        self, app: ASGIApp, *, quiet_paths: tuple[str, ...] = ("/ping", "/health"), recorder: Recorder | None = None
+    ) -> None:
         self.app = app
         self.quiet_paths = quiet_paths
+        self.recorder = recorder
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,3 +89,14 @@ class RequestContext:
             await self.app(scope, receive, send_wrapper)
         finally:
             log_request(scope, state, status, started, self.quiet_paths)
+            if self.recorder is not None:
+                self.recorder.record(door_of(scope["path"]), state, status, started)
+
+
+def door_of(path: str) -> str:
+    """Which door a request came through, for metrics and inference tables."""
+    if path.startswith("/v2/"):
+        return "v2"
+    if path.startswith("/serving-endpoints/"):
+        return "databricks"
+    return "rest"

@@ -1,7 +1,12 @@
-"""The cost of token auth on the hot path: modelport with auth off and with auth on (a non-admin token with a grant,
-so the permission lookup runs too), both live at once, short wrk runs alternating (``bench/ab.py``), medians compared.
+"""What the operations layers cost on the hot path, measured side by side: three modelport servers live at once,
+short wrk runs alternating between them (``bench/ab.py``), medians compared:
 
-``make bench`` prints it; alone: ``python -m bench.auth_cost [--rounds 5] [--seconds 2]``.
+* ``bare``: observability off (``MODELPORT_OBSERVE=false``), auth off;
+* ``observed``: metrics on (the default), auth off → the observability layer's cost = observed / bare;
+* ``observed+auth``: metrics on, token auth on with a non-admin token and a grant (the permission lookup runs too)
+  → the security layer's cost = observed+auth / observed.
+
+``make bench`` prints it; alone: ``python -m bench.layer_cost [--rounds 5] [--seconds 2]``.
 """
 
 from __future__ import annotations
@@ -31,26 +36,31 @@ def create_token(state: Path) -> str:
 def measure(
     state: Path, work: Path, body: Body, *, rounds: int = 5, seconds: float = 2.0, connections: int = 64
 ) -> str:
-    """One markdown paragraph: auth off vs on, req/s and server CPU per request, medians, and the ratio."""
+    """A markdown paragraph: req/s and server CPU per request of each side (medians) and the two ratios."""
     token = create_token(state)
+    auth = '{"required": true}'
     sides = {
-        "auth off": (modelport(state, MODEL, free_port(), log=work / "auth-off.log"), ""),
-        "auth on": (
-            modelport(state, MODEL, free_port(), log=work / "auth-on.log", MODELPORT_AUTH='{"required": true}'),
+        "bare": (modelport(state, MODEL, free_port(), log=work / "bare.log", MODELPORT_OBSERVE="false"), ""),
+        "observed": (modelport(state, MODEL, free_port(), log=work / "observed.log"), ""),
+        "observed+auth": (
+            modelport(state, MODEL, free_port(), log=work / "auth.log", MODELPORT_AUTH=auth),
             f"Authorization: Bearer {token}",
         ),
     }
     results = alternate(sides, PATH, body, rows=1, fmt="json", connections=connections, rounds=rounds,
                         seconds=seconds)  # fmt: skip
     if any(r.errors for runs in results.values() for r in runs):
-        raise RuntimeError(f"auth cost: non-2xx answers ({ {k: [r.errors for r in v] for k, v in results.items()} })")
+        raise RuntimeError(f"layer cost: non-2xx answers ({ {k: [r.errors for r in v] for k, v in results.items()} })")
     rps = {k: statistics.median(r.rps for r in v) for k, v in results.items()}
     cpu = {k: statistics.median(r.cpu_ms_per_request for r in v) * 1000 for k, v in results.items()}
+    sides_text = "; ".join(f"{k} {rps[k]:,.0f} req/s, {cpu[k]:.1f} us CPU/request" for k in rps)
     return (
-        f"Token auth cost (1 row, {connections} clients, median of {rounds} alternating {seconds:g} s runs): "
-        f"off {rps['auth off']:,.0f} req/s, {cpu['auth off']:.1f} us CPU/request; "
-        f"on {rps['auth on']:,.0f} req/s, {cpu['auth on']:.1f} us CPU/request; "
-        f"on/off = {rps['auth on'] / rps['auth off']:.1%} of req/s (target >= 95%)"
+        f"Operations layers on the hot path (1 row, {connections} clients, median of {rounds} alternating "
+        f"{seconds:g} s runs): {sides_text}. "
+        f"Observability (metrics) = observed/bare {rps['observed'] / rps['bare']:.1%} of req/s, "
+        f"{cpu['observed'] - cpu['bare']:+.1f} us CPU/request; token auth = observed+auth/observed "
+        f"{rps['observed+auth'] / rps['observed']:.1%} of req/s, {cpu['observed+auth'] - cpu['observed']:+.1f} us "
+        "CPU/request (targets: each >= 95%)"
     )
 
 
@@ -62,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--connections", type=int, default=64)
     args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="modelport-auth-"))
+    work = Path(tempfile.mkdtemp(prefix="modelport-layers-"))
     prepare_state(work / "state")
     body = write_bodies(work / "bodies", (1,))[("json", 1)]
     print(measure(work / "state", work, body, rounds=args.rounds, seconds=args.seconds, connections=args.connections))
