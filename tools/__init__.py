@@ -2,8 +2,9 @@
 
 Public surface:
 
-* ``McpDoor(service, settings)``: ``.install(app)`` / ``.route()`` / ``.asgi_app()`` (Streamable HTTP at ``/mcp``,
-  both protocol eras), ``.lifespan()``, ``.run_stdio()``, ``.server`` (for in-process clients).
+* ``McpDoor(service, settings, gate=gate)``: ``.install(app)`` / ``.routes()`` / ``.asgi_app()`` (Streamable HTTP at
+  ``/mcp``, both protocol eras; with auth on an OAuth 2.1 resource server over the shared ``Gate``, see
+  ``tools/auth.py``), ``.lifespan()``, ``.run_stdio()``, ``.server`` (for in-process clients).
 * ``CatalogBuilder`` / ``ToolSpec``: deployments → tool specifications (pure).
 * ``tool_problems``: the schema checklist every published tool passes.
 """

@@ -2,8 +2,9 @@
 
 Wiring in the composition root::
 
-    door = McpDoor(service, settings)
-    door.install(app)                  # the route at exactly /mcp (app.mount would answer /mcp with a redirect)
+    door = McpDoor(service, settings, gate=gate)
+    door.install(app)                  # the route at exactly /mcp (app.mount would answer /mcp with a redirect),
+                                       # guarded by the gate when auth is on, + the RFC 9728 document (OAuth)
     async with door.lifespan():        # inside the app's lifespan: MCP sessions + change notifications
         ...
     await door.run_stdio()             # `modelport mcp --stdio`: nothing but protocol on stdout
@@ -27,17 +28,18 @@ from mcp.server.stdio import stdio_server
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from server.ops.gate import Gate
 from server.service import InferenceService
 from server.settings import Settings
+from tools.auth import MCP_PATH, McpAuth, local_caller
 from tools.server import ToolServer
 
 log = logging.getLogger(__name__)
 
-MCP_PATH = "/mcp"
+__all__ = ["MCP_PATH", "ChangeFeed", "McpDoor"]
 
 
 class ChangeFeed:
@@ -80,25 +82,32 @@ class McpDoor:
 
     Args:
         service: the shared inference service.
-        settings: read for ``mcp_allowed_hosts``, ``mcp_allowed_origins`` (DNS-rebinding protection) and
-            ``max_body_bytes``.
+        settings: read for ``mcp_allowed_hosts``, ``mcp_allowed_origins`` (DNS-rebinding protection),
+            ``max_body_bytes`` and, with auth on, ``auth`` (OAuth issuer, resource URL), host, port and TLS.
+        gate: identity, permissions and rate limits shared with REST. When ``gate.enabled``, ``/mcp`` needs a
+            bearer token (a personal access token or an OAuth JWT) and each caller sees and calls only the models
+            it may (``tools/auth.py``); ``None`` or disabled: ``/mcp`` is open (rate limits of a disabled gate
+            still apply to tool calls, as on REST). stdio is never authenticated.
     """
 
     def __init__(self, service: InferenceService, settings: Settings, *, gate: Gate | None = None) -> None:
         self.service = service
         self.settings = settings
         self.gate = gate
-        self.tools = ToolServer(service)
+        self.auth = McpAuth(gate, settings) if gate is not None and gate.enabled else None
+        """The HTTP guard of ``/mcp`` (``None`` when auth is off)."""
+        self.tools = ToolServer(service, gate=gate)
         self.server = self.tools.server
         """The low-level MCP server (``mcp.Client(door.server)`` connects in-process)."""
         self._feed = ChangeFeed()
-        self._endpoint: StreamableHTTPASGIApp | None = None
+        self._endpoint: ASGIApp | None = None
         service.subscribe(self._feed.fire)
 
     # -- HTTP ---------------------------------------------------------------------------------------------------
 
     def asgi_app(self) -> ASGIApp:
-        """The Streamable HTTP endpoint (both eras), to be routed at exactly ``/mcp`` (see ``route``)."""
+        """The Streamable HTTP endpoint (both eras), to be routed at exactly ``/mcp`` (see ``route``); behind the
+        bearer-token guard when auth is on."""
         if self._endpoint is None:
             security = TransportSecuritySettings(
                 enable_dns_rebinding_protection=True,
@@ -111,16 +120,25 @@ class McpDoor:
                 transport_security=security,
                 max_request_body_size=self.settings.max_body_bytes,
             )
-            self._endpoint = StreamableHTTPASGIApp(self.server.session_manager)
+            endpoint: ASGIApp = StreamableHTTPASGIApp(self.server.session_manager)
+            self._endpoint = endpoint if self.auth is None else self.auth.protect(endpoint)
         return self._endpoint
 
     def route(self) -> Route:
         """A Starlette route serving the endpoint at ``/mcp`` (every method: POST, GET, DELETE)."""
         return Route(MCP_PATH, endpoint=self.asgi_app(), include_in_schema=False)
 
+    def routes(self) -> list[BaseRoute]:
+        """``/mcp``, and with OAuth on ``/.well-known/oauth-protected-resource/mcp`` (RFC 9728)."""
+        extra: list[BaseRoute] = list(self.auth.routes()) if self.auth is not None else []
+        return [self.route(), *extra]
+
     def install(self, app: Starlette) -> None:
-        """Add the ``/mcp`` route to a Starlette or FastAPI app, ahead of its other routes (and any catch-all)."""
-        app.router.routes.insert(0, self.route())
+        """Add ``routes()`` to a Starlette or FastAPI app, ahead of its other routes (and any catch-all).
+
+        They are plain routes, not middleware: the REST app's dependencies and its scoring fast path are untouched.
+        """
+        app.router.routes[0:0] = self.routes()
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
@@ -158,9 +176,10 @@ class McpDoor:
             await asyncio.gather(task, return_exceptions=True)
 
     async def run_stdio(self) -> None:
-        """Serve one client over stdin/stdout until it disconnects (both eras)."""
-        async with stdio_server() as (read, write), self.notifications():
-            await self.server.run(read, write, self.server.create_initialization_options())
+        """Serve one client over stdin/stdout until it disconnects (both eras); the local user needs no credential."""
+        with local_caller():
+            async with stdio_server() as (read, write), self.notifications():
+                await self.server.run(read, write, self.server.create_initialization_options())
 
     def describe(self) -> dict[str, Any]:
         """What is published now: tool names and skipped deployments with reasons (for logs and /health)."""

@@ -19,13 +19,21 @@ Overloaded             busy: retry after N seconds
 InferenceTimeout       took too long: retry, or send fewer rows
 ServerStopping         shutting down: retry later / on another replica
 InferenceFailed        the model failed: <reason>
+Unauthenticated        not signed in: how to send a token
+PermissionDenied       not allowed: who holds what, what it needs; pick a listed tool or ask
+RateLimited            rate limit used up: retry after N seconds
 (any other exception)  internal error (logged with a traceback)
 =====================  =================================================================
+
+Reading a model card without ``CAN_VIEW`` is a JSON-RPC error ``-32602`` naming the permission (``access_denied``),
+and so is a list or read request that reaches a handler without a credential (``-32600``; the HTTP layer answers
+401 first).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import mcp.types as types
@@ -39,8 +47,11 @@ from server.errors import (
     ModelNotReady,
     Overloaded,
     PayloadTooLarge,
+    PermissionDenied,
+    RateLimited,
     ServerStopping,
     ServingError,
+    Unauthenticated,
 )
 from tools.catalog import ToolSpec
 
@@ -53,6 +64,20 @@ def unknown_tool(name: str, available: list[str]) -> MCPError:
     """The JSON-RPC error for a tool name that is not (or no longer) published."""
     shown = ", ".join(available[:20]) + (", ..." if len(available) > 20 else "")
     return MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {name}. Available tools: {shown or 'none'}")
+
+
+def access_denied(exc: ServingError, **data: str) -> MCPError:
+    """The JSON-RPC error for a request the caller may not make outside a tool call: reading a model card without
+    ``CAN_VIEW`` (``-32602``), or any request without a credential (``-32600``)."""
+    if isinstance(exc, Unauthenticated):
+        return MCPError(
+            code=types.INVALID_REQUEST, message=f"Not signed in: {exc.message}", data={**data, "code": exc.error_code}
+        )
+    return MCPError(
+        code=types.INVALID_PARAMS,
+        message=f"Not allowed: {exc.message}. Read only the resources listed for you.",
+        data={**data, "code": exc.error_code},
+    )
 
 
 def tool_error(exc: BaseException, spec: ToolSpec) -> types.CallToolResult:
@@ -79,6 +104,16 @@ def tool_error(exc: BaseException, spec: ToolSpec) -> types.CallToolResult:
     elif isinstance(exc, ServerStopping):
         retry_after = 5.0
         text = f"The server is shutting down ({exc.message}). Retry later."
+    elif isinstance(exc, Unauthenticated):
+        text = f"Not signed in to modelport ({exc.message}). Configure the MCP client with an access token."
+    elif isinstance(exc, PermissionDenied):
+        text = (
+            f"Not allowed to use the {model}: {exc.message}. Use one of the tools listed for you, or ask an "
+            f"administrator for CAN_QUERY on model '{spec.model_name}'."
+        )
+    elif isinstance(exc, RateLimited):
+        retry_after = exc.retry_after_s
+        text = f"Rate limit of the {model} used up ({exc.message}). Retry after {math.ceil(exc.retry_after_s)} seconds."
     elif isinstance(exc, InferenceFailed):
         text = f"The {model} failed on these inputs: {exc.message}."
     elif isinstance(exc, ServingError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote
 
@@ -19,15 +20,15 @@ from mcp.shared.exceptions import MCPError
 from server.deployments import DeploymentInfo
 from server.errors import ModelNotFound
 from server.service import InferenceService
-from tools.catalog import Catalog, card_uri, rest_path, selector_of
+from tools.catalog import Catalog, ToolSpec, card_uri, rest_path, selector_of
 
 SCHEME = "modelport://models/"
 TEMPLATE = SCHEME + "{name}/{version}"
 MIME = "application/json"
 
 
-def list_cards(catalog: Catalog) -> list[types.Resource]:
-    """One model-card resource per published tool."""
+def list_cards(tools: Iterable[ToolSpec]) -> list[types.Resource]:
+    """One model-card resource per tool (``catalog.tools``, or those a caller may view)."""
     return [
         types.Resource(
             uri=tool.card_uri,
@@ -37,7 +38,7 @@ def list_cards(catalog: Catalog) -> list[types.Resource]:
             f"'{tool.name}' tool.",
             mime_type=MIME,
         )
-        for tool in catalog.tools
+        for tool in tools
     ]
 
 

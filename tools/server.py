@@ -29,12 +29,15 @@ from mcp_types.methods import serialize_server_result
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
 from pydantic import ValidationError
 
-from server.errors import InferenceFailed
+from server.errors import InferenceFailed, PermissionDenied, RateLimited, Unauthenticated
+from server.ops.gate import Gate
+from server.ops.identity import Level, Principal
 from server.service import InferenceService
+from tools.auth import ToolAccess
 from tools.catalog import META_KEY, Catalog, CatalogBuilder, ToolSpec
 from tools.checks import validate_arguments
-from tools.errors import tool_error, unknown_tool
-from tools.resources import card_templates, list_cards, read_card
+from tools.errors import access_denied, tool_error, unknown_tool
+from tools.resources import card_templates, list_cards, parse_card_uri, read_card
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +83,19 @@ class ToolServer:
     Args:
         service: the shared inference service (the same one REST uses).
         name: the server name announced to clients.
+        gate: identity, permissions and rate limits (``tools/auth.py``): each caller lists the tools it may query
+            and the cards it may view; calls are authorized and rate-limited. ``None``: everything is open.
     """
 
-    def __init__(self, service: InferenceService, *, name: str = SERVER_NAME) -> None:
+    def __init__(self, service: InferenceService, *, name: str = SERVER_NAME, gate: Gate | None = None) -> None:
         self.service = service
+        self.access = ToolAccess(gate)
         self.bus = InMemorySubscriptionBus()
         self.listen = ListenHandler(self.bus)
         self._builder = CatalogBuilder()
         self._published: dict[int, tuple[ToolSpec, types.Tool | None]] = {}
         self._legacy: weakref.WeakSet[Connection] = weakref.WeakSet()
-        hint = CacheHint(ttl_ms=0, scope="public")
+        hint = CacheHint(ttl_ms=0, scope="private" if self.access.per_caller else "public")
         self.server = _DoorServer(
             name,
             version=_version(),
@@ -135,18 +141,42 @@ class ToolServer:
 
     # -- handlers -----------------------------------------------------------------------------------------------
 
+    def _caller(self, ctx: ServerRequestContext[Any]) -> Principal:
+        try:
+            return self.access.caller(ctx)
+        except Unauthenticated as exc:  # the HTTP layer answers 401 before; this is the fail-closed backstop
+            raise access_denied(exc) from None
+
+    def _visible(self, catalog: Catalog, principal: Principal, level: Level) -> list[ToolSpec]:
+        return [spec for spec in catalog.tools if self.access.may(principal, spec.model_name, level)]
+
     async def _list_tools(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=self.tools())
+        catalog = self.catalog()
+        tools = self.tools(catalog)
+        if self.access.per_caller:
+            allowed = {spec.name for spec in self._visible(catalog, self._caller(ctx), Level.CAN_QUERY)}
+            tools = [tool for tool in tools if tool.name in allowed]
+        return types.ListToolsResult(tools=tools)
 
     async def _call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         catalog = self.catalog()
         spec = catalog.get(params.name)
+        try:
+            principal = self.access.caller(ctx)
+        except Unauthenticated as exc:  # the HTTP layer answers 401 before; this is the fail-closed backstop
+            if spec is None:
+                raise unknown_tool(params.name, []) from None
+            return tool_error(exc, spec)
         if spec is None:
-            raise unknown_tool(params.name, catalog.names)
+            raise unknown_tool(params.name, [s.name for s in self._visible(catalog, principal, Level.CAN_QUERY)])
+        try:
+            self.access.enter_call(principal, spec.model_name)
+        except (PermissionDenied, RateLimited) as exc:
+            return tool_error(exc, spec)
         limit = self.service.max_tool_rows
         problem = validate_arguments(spec.input_schema, params.arguments, max_rows=limit)
         if problem is not None:
@@ -182,7 +212,9 @@ class ToolServer:
     async def _list_resources(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
-        return types.ListResourcesResult(resources=list_cards(self.catalog()))
+        catalog = self.catalog()
+        specs = self._visible(catalog, self._caller(ctx), Level.CAN_VIEW) if self.access.per_caller else catalog.tools
+        return types.ListResourcesResult(resources=list_cards(specs))
 
     async def _list_templates(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
@@ -192,7 +224,14 @@ class ToolServer:
     async def _read_resource(
         self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
-        return read_card(self.service, str(params.uri), self.catalog())
+        uri = str(params.uri)
+        parsed = parse_card_uri(uri)
+        if parsed is not None and self.access.per_caller:
+            try:
+                self.access.authorize(self._caller(ctx), parsed[0], Level.CAN_VIEW)
+            except PermissionDenied as exc:
+                raise access_denied(exc, uri=uri) from None
+        return read_card(self.service, uri, self.catalog())
 
     # -- change notifications -----------------------------------------------------------------------------------
 

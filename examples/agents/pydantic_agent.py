@@ -8,6 +8,7 @@ schema, picks the tools, fills in the arguments and explains the predictions.
     ANTHROPIC_API_KEY=... python examples/agents/pydantic_agent.py
     MODELPORT_AGENT_MODEL=openai:gpt-5-mini OPENAI_API_KEY=... python examples/agents/pydantic_agent.py "question"
     python examples/agents/pydantic_agent.py --test-model    # no key: pydantic-ai's TestModel calls every tool
+    MODELPORT_TOKEN=mp_... python examples/agents/pydantic_agent.py   # a server with auth on: a personal access token
 """
 
 from __future__ import annotations
@@ -42,14 +43,19 @@ def choose_model() -> str | None:
     return next((model for key, model in _DEFAULT_MODELS if os.environ.get(key)), None)
 
 
-def build_agent(url: str = DEFAULT_URL, model: Model | str | None = None) -> Agent[None, str]:
+def build_agent(url: str = DEFAULT_URL, model: Model | str | None = None, token: str | None = None) -> Agent[None, str]:
     """An agent whose toolset is the MCP server at ``url``.
 
     Args:
         url: the modelport MCP endpoint.
         model: a pydantic-ai model or model name; default ``choose_model()``.
+        token: a modelport access token (or OAuth access token) for a server with auth on; default
+            ``$MODELPORT_TOKEN``. The agent sees only the models the token may query.
     """
-    toolset = MCPToolset(url, include_instructions=True)  # modelport's instructions explain the tool shape
+    token = token if token is not None else os.environ.get("MODELPORT_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    # modelport's instructions explain the tool shape
+    toolset = MCPToolset(url, include_instructions=True, headers=headers)
     chosen = model if model is not None else choose_model()
     if chosen is None:
         raise SystemExit(

@@ -9,6 +9,10 @@ Run ``make demo`` (or ``modelport demo``) in another terminal, then::
     python examples/agents/score_customer.py                          # http://127.0.0.1:8000/mcp, newest protocol
     python examples/agents/score_customer.py --legacy                 # the initialize-handshake era (2025-11-25)
     python examples/agents/score_customer.py --stdio                  # spawn `modelport mcp --stdio` (repo root)
+    MODELPORT_TOKEN=mp_... python examples/agents/score_customer.py   # a server with auth on (or --token)
+
+With auth on, the SDK client sends ``Authorization: Bearer <token>`` through an ``httpx2.AsyncClient`` it is given
+(``streamable_http_client(url, http_client=...)``), and sees only the tools the token may query.
 """
 
 from __future__ import annotations
@@ -16,10 +20,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
+from contextlib import AsyncExitStack
 from typing import Any
 
+import httpx2
 from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 
 DEFAULT_URL = "http://127.0.0.1:8000/mcp"
 DEMO_MODELS = [
@@ -44,7 +52,11 @@ def row_for(tool_input_schema: dict[str, Any], profile: dict[str, Any]) -> dict[
 
 
 async def score_customer(
-    server: str | StdioServerParameters | Any, profile: dict[str, Any] = CUSTOMER, *, mode: str = "auto"
+    server: str | StdioServerParameters | Any,
+    profile: dict[str, Any] = CUSTOMER,
+    *,
+    mode: str = "auto",
+    token: str | None = None,
 ) -> dict[str, Any]:
     """Connect, list the tools and score ``profile`` with the propensity and LTV models.
 
@@ -52,17 +64,30 @@ async def score_customer(
         server: an MCP endpoint URL, stdio parameters, or an in-process ``mcp.server.Server``.
         profile: the customer's fields.
         mode: ``"auto"`` (newest protocol, falls back) or ``"legacy"`` (initialize handshake).
+        token: a bearer token for an endpoint URL with auth on (a ``mp_...`` personal access token or an OAuth
+            access token).
 
     Returns:
         ``{"tools": [...], "engagement_probability": p, "lifetime_value_eur": v, "expected_value_eur": p * v}``.
     """
     problem = None
-    async with Client(server, mode=mode) as client:
+    async with AsyncExitStack() as stack:
+        if isinstance(server, str) and token:
+            http = await stack.enter_async_context(
+                httpx2.AsyncClient(
+                    headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30.0, read=300.0)
+                )
+            )
+            server = streamable_http_client(server, http_client=http)
+        client = await stack.enter_async_context(Client(server, mode=mode))
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
         results: dict[str, Any] = {"protocol": client.protocol_version, "tools": sorted(tools)}
         for name in ("customer_propensity", "customer_ltv"):
             if name not in tools:
-                problem = f"the server does not serve {name}; its tools: {sorted(tools)} (did you run `make demo`?)"
+                problem = (
+                    f"the server lists no {name} tool for you; its tools: {sorted(tools)} (did you run `make demo`? "
+                    f"with auth on, does your token grant CAN_QUERY on {name}?)"
+                )
                 break
             result = await client.call_tool(name, {"inputs": [row_for(tools[name].input_schema, profile)]})
             if result.is_error:
@@ -82,11 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("url", nargs="?", default=DEFAULT_URL, help="MCP endpoint (default %(default)s)")
     parser.add_argument("--legacy", action="store_true", help="use the initialize handshake (2025-11-25)")
     parser.add_argument("--stdio", action="store_true", help="spawn `modelport mcp --stdio` instead of HTTP")
+    parser.add_argument(
+        "--token", default=os.environ.get("MODELPORT_TOKEN"), help="bearer token (default $MODELPORT_TOKEN)"
+    )
     args = parser.parse_args(argv)
     server: str | StdioServerParameters = args.url
     if args.stdio:
         server = StdioServerParameters(command="modelport", args=["mcp", "--stdio", *DEMO_MODELS])
-    out = asyncio.run(score_customer(server, mode="legacy" if args.legacy else "auto"))
+    out = asyncio.run(score_customer(server, mode="legacy" if args.legacy else "auto", token=args.token))
     json.dump(out, sys.stdout, indent=2)
     print()
     return 0

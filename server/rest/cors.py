@@ -53,7 +53,9 @@ class Cors:
 
         async def cors_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *extra]
+                headers = list(message.get("headers", ()))
+                if not any(k.lower() == b"access-control-allow-origin" for k, _ in headers):  # e.g. the SDK's own
+                    message["headers"] = [*headers, *extra]
             await send(message)
 
         return cors_send

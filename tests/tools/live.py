@@ -12,6 +12,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from server.deployments import DeploymentTable
+from server.ops.gate import Gate
 from server.service import InferenceService
 from server.settings import Settings
 from tests.tools.models import MAX_TOOL_ROWS, ltv_deployment, propensity_deployment
@@ -26,14 +27,28 @@ class LiveDoor:
     door: McpDoor
 
 
+def bind() -> socket.socket:
+    """A listening socket on a free 127.0.0.1 port (requests queue until uvicorn serves it: no polling)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    return sock
+
+
 @contextmanager
-def serve_door() -> Iterator[LiveDoor]:
-    """Serve the two test models; batchers start in uvicorn's loop (the app lifespan), like the real server."""
+def serve_door(
+    *, settings: Settings | None = None, gate: Gate | None = None, sock: socket.socket | None = None
+) -> Iterator[LiveDoor]:
+    """Serve the two test models; batchers start in uvicorn's loop (the app lifespan), like the real server.
+
+    ``settings``/``gate`` go to the door (auth tests); ``sock`` is a socket from ``bind()`` when the port must be
+    known before the settings are (an OAuth audience).
+    """
     table = DeploymentTable()
     for dep in (ltv_deployment(), propensity_deployment()):
         table.add(dep)
     service = InferenceService(table, max_tool_rows=MAX_TOOL_ROWS)
-    door = McpDoor(service, Settings(max_tool_rows=MAX_TOOL_ROWS))
+    door = McpDoor(service, settings or Settings(max_tool_rows=MAX_TOOL_ROWS), gate=gate)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -51,9 +66,7 @@ def serve_door() -> Iterator[LiveDoor]:
         return "ok"
 
     door.install(app)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
+    sock = sock or bind()
     port = sock.getsockname()[1]
     server = uvicorn.Server(
         uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5)

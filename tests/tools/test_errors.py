@@ -15,11 +15,14 @@ from server.errors import (
     ModelNotReady,
     Overloaded,
     PayloadTooLarge,
+    PermissionDenied,
+    RateLimited,
     ServerStopping,
+    Unauthenticated,
 )
 from tests.tools.models import ltv_deployment
 from tools.catalog import ToolSpec, build_spec
-from tools.errors import ERROR_META_KEY, tool_error, unknown_tool
+from tools.errors import ERROR_META_KEY, access_denied, tool_error, unknown_tool
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +72,24 @@ def text(result: types.CallToolResult) -> str:
         (InferenceTimeout("no result within 30s"), ["took too long", "fewer rows"], "DEADLINE_EXCEEDED", None),
         (ServerStopping("stopping"), ["shutting down", "Retry later"], "TEMPORARILY_UNAVAILABLE", 5.0),
         (InferenceFailed("shape mismatch"), ["failed on these inputs: shape mismatch"], "INTERNAL_ERROR", None),
+        (
+            Unauthenticated("authentication required", field="Authorization"),
+            ["Not signed in", "access token"],
+            "UNAUTHENTICATED",
+            None,
+        ),
+        (
+            PermissionDenied("bob has no permission on model 'customer_ltv'; this needs CAN_QUERY"),
+            ["Not allowed", "this needs CAN_QUERY", "tools listed for you", "CAN_QUERY on model 'customer_ltv'"],
+            "PERMISSION_DENIED",
+            None,
+        ),
+        (
+            RateLimited("rate limit of model 'customer_ltv' exceeded for bob; retry after 42 s", retry_after_s=41.2),
+            ["Rate limit", "Retry after 42 seconds"],
+            "REQUEST_LIMIT_EXCEEDED",
+            41.2,
+        ),
     ],
 )
 def test_serving_errors_become_actionable_error_results(
@@ -99,3 +120,12 @@ def test_unknown_tool_is_invalid_params_listing_the_tools() -> None:
     err = unknown_tool("nope", ["customer_ltv", "customer_propensity"])
     assert err.code == types.INVALID_PARAMS == -32602
     assert err.message == "Unknown tool: nope. Available tools: customer_ltv, customer_propensity"
+
+
+def test_access_denied_outside_tool_calls_is_a_json_rpc_error() -> None:
+    denied = access_denied(PermissionDenied("bob has no permission on model 'x'; this needs CAN_VIEW"), uri="u")
+    assert denied.code == types.INVALID_PARAMS
+    assert "Not allowed" in denied.message and "CAN_VIEW" in denied.message
+    assert denied.data == {"uri": "u", "code": "PERMISSION_DENIED"}
+    anonymous = access_denied(Unauthenticated("authentication required"))
+    assert anonymous.code == types.INVALID_REQUEST and anonymous.message.startswith("Not signed in")

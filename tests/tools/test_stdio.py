@@ -32,6 +32,17 @@ async def test_stdio_in_both_eras(client: Client) -> None:
     await scenarios.assert_cards(client)
 
 
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_stdio_is_local_and_needs_no_credential_even_with_auth_required(mode: str) -> None:
+    command = StdioServerParameters(
+        command=sys.executable, args=["-m", "tests.tools.stdio_server", "--auth-required"], cwd=str(ROOT)
+    )
+    async with Client(command, mode=mode) as client:
+        await scenarios.assert_tools_listed(client)
+        await scenarios.assert_scores(client)
+        await scenarios.assert_cards(client)
+
+
 def test_stdout_carries_only_json_rpc() -> None:
     request = (
         '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25",'
