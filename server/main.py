@@ -112,7 +112,8 @@ def build(settings: Settings, *, mcp: bool = True, progress: Progress | None = N
     endpoints = EndpointService(
         manager, service, EndpointStore(settings.endpoints_db), limits=gate.limits, acl=gate.acl
     )
-    door = McpDoor(service, settings, gate=gate) if mcp else None
+    recorder = observability.recorder if settings.observe else None
+    door = McpDoor(service, settings, gate=gate, recorder=recorder) if mcp else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

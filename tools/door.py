@@ -32,6 +32,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from server.ops.gate import Gate
+from server.ops.record import Recorder
 from server.service import InferenceService
 from server.settings import Settings
 from tools.auth import MCP_PATH, McpAuth, local_caller
@@ -90,13 +91,20 @@ class McpDoor:
             still apply to tool calls, as on REST). stdio is never authenticated.
     """
 
-    def __init__(self, service: InferenceService, settings: Settings, *, gate: Gate | None = None) -> None:
+    def __init__(
+        self,
+        service: InferenceService,
+        settings: Settings,
+        *,
+        gate: Gate | None = None,
+        recorder: Recorder | None = None,
+    ) -> None:
         self.service = service
         self.settings = settings
         self.gate = gate
         self.auth = McpAuth(gate, settings) if gate is not None and gate.enabled else None
         """The HTTP guard of ``/mcp`` (``None`` when auth is off)."""
-        self.tools = ToolServer(service, gate=gate)
+        self.tools = ToolServer(service, gate=gate, recorder=recorder)
         self.server = self.tools.server
         """The low-level MCP server (``mcp.Client(door.server)`` connects in-process)."""
         self._feed = ChangeFeed()

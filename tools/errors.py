@@ -133,8 +133,32 @@ def error_result(text: str, meta: dict[str, Any] | None = None) -> types.CallToo
     )
 
 
+#: The HTTP status REST would answer for the same failure (metrics and inference tables count MCP calls alike).
+_STATUS: tuple[tuple[type[BaseException], int], ...] = (
+    (PayloadTooLarge, 413),
+    (InvalidInput, 400),
+    (Unauthenticated, 401),
+    (PermissionDenied, 403),
+    (ModelNotFound, 404),
+    (RateLimited, 429),
+    (ModelNotReady, 503),
+    (Overloaded, 503),
+    (ServerStopping, 503),
+    (InferenceTimeout, 504),
+)
+
+
+def status_of(result: types.CallToolResult) -> int:
+    """The REST-equivalent status of a tool result: 200, or the one its error meta names."""
+    if not result.is_error:
+        return 200
+    meta = (result.meta or {}).get(ERROR_META_KEY) or {}
+    return int(meta.get("status", 500))
+
+
 def _error_meta(exc: BaseException, retry_after: float | None) -> dict[str, Any]:
     meta: dict[str, Any] = {"code": getattr(exc, "error_code", "INTERNAL_ERROR"), "type": type(exc).__name__}
+    meta["status"] = next((status for cls, status in _STATUS if isinstance(exc, cls)), 500)
     field = getattr(exc, "field", None)
     if field:
         meta["field"] = field

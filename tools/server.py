@@ -11,8 +11,10 @@ stream. The SDK has no public registry of legacy connections, so a server middle
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import time
 import weakref
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -32,11 +34,12 @@ from pydantic import ValidationError
 from server.errors import InferenceFailed, PermissionDenied, RateLimited, Unauthenticated
 from server.ops.gate import Gate
 from server.ops.identity import Level, Principal
+from server.ops.record import Recorder
 from server.service import InferenceService
 from tools.auth import ToolAccess
 from tools.catalog import META_KEY, Catalog, CatalogBuilder, ToolSpec
 from tools.checks import validate_arguments
-from tools.errors import access_denied, tool_error, unknown_tool
+from tools.errors import access_denied, status_of, tool_error, unknown_tool
 from tools.resources import card_templates, list_cards, parse_card_uri, read_card
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,7 @@ INSTRUCTIONS = (
     "modelport://models/{name}/{version}. For bulk scoring use the REST path named in each tool's description."
 )
 _NOTIFY_TIMEOUT_S = 5.0
+_CALLS = itertools.count(1)
 _ERAS = (LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION)
 _ANNOTATIONS = dict(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 
@@ -87,7 +91,15 @@ class ToolServer:
             and the cards it may view; calls are authorized and rate-limited. ``None``: everything is open.
     """
 
-    def __init__(self, service: InferenceService, *, name: str = SERVER_NAME, gate: Gate | None = None) -> None:
+    def __init__(
+        self,
+        service: InferenceService,
+        *,
+        name: str = SERVER_NAME,
+        gate: Gate | None = None,
+        recorder: Recorder | None = None,
+    ) -> None:
+        self.recorder = recorder
         self.service = service
         self.access = ToolAccess(gate)
         self.bus = InMemorySubscriptionBus()
@@ -163,6 +175,25 @@ class ToolServer:
     async def _call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
+        """Score, then record the call like REST records a request (door ``mcp``: metrics, inference tables)."""
+        recorder = self.recorder
+        if recorder is None:
+            return await self._score(ctx, params, {})
+        started = time.perf_counter()
+        state: dict[str, Any] = {"request_id": f"mcp-{next(_CALLS):x}"}
+        result = await self._score(ctx, params, state)
+        if "model" in state:
+            capture = recorder.capture
+            if capture is not None and capture.wants(state["model"], None):
+                state["body"] = json.dumps(params.arguments or {}, separators=(",", ":"), default=str).encode()
+                state["response"] = json.dumps(result.structured_content).encode() if not result.is_error else None
+                state["content_type"] = "application/json"
+            recorder.record("mcp", state, status_of(result), started)
+        return result
+
+    async def _score(
+        self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams, state: dict[str, Any]
+    ) -> types.CallToolResult:
         catalog = self.catalog()
         spec = catalog.get(params.name)
         try:
@@ -173,6 +204,11 @@ class ToolServer:
             return tool_error(exc, spec)
         if spec is None:
             raise unknown_tool(params.name, [s.name for s in self._visible(catalog, principal, Level.CAN_QUERY)])
+        state["model"], state["principal"] = spec.model_name, principal.name if principal is not None else None
+        if spec.selector is not None and not spec.selector.isdigit():
+            state["alias"] = spec.selector
+        elif spec.selector is not None:
+            state["version"] = spec.selector
         try:
             self.access.enter_call(principal, spec.model_name)
         except (PermissionDenied, RateLimited) as exc:
@@ -190,7 +226,9 @@ class ToolServer:
             )
             structured = prediction.structured()
         except Exception as exc:  # every failure becomes an isError result the agent can read
+            state["error"] = getattr(exc, "message", None) or type(exc).__name__
             return tool_error(exc, spec)
+        state["version"], state["rows"] = prediction.version, prediction.rows
         try:
             text = json.dumps(structured, allow_nan=False, separators=(",", ":"))
         except ValueError as exc:  # NaN or infinity cannot be sent as JSON
