@@ -244,6 +244,13 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     mcp_allowed_hosts: tuple[str, ...] = ("127.0.0.1:*", "localhost:*", "[::1]:*")
     mcp_allowed_origins: tuple[str, ...] = ("http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*")
+    mcp_session_idle_s: float = Field(300.0, gt=0)
+    """MCP (handshake-era) sessions idle this long are closed."""
+    mcp_max_sessions: int = Field(10_000, ge=1)
+    """Open MCP sessions in all; past it the least recently used idle session of the heaviest owner is evicted."""
+    mcp_sessions_per_owner: int = Field(100, ge=1)
+    """Open MCP sessions per principal (or client address when auth is off); past it the owner's least recently
+    used idle session is evicted."""
     policy: PolicySettings = PolicySettings()
     """Which models may be served: the listed ones, or any registry version (loaded on demand)."""
     cache: CacheSettings = CacheSettings()

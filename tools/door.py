@@ -37,6 +37,7 @@ from server.service import InferenceService
 from server.settings import Settings
 from tools.auth import MCP_PATH, McpAuth, local_caller
 from tools.server import ToolServer
+from tools.sessions import BoundedSessionManager
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,8 @@ class McpDoor:
         """The low-level MCP server (``mcp.Client(door.server)`` connects in-process)."""
         self._feed = ChangeFeed()
         self._endpoint: ASGIApp | None = None
+        self.sessions: BoundedSessionManager | None = None
+        """The HTTP session manager (built with ``asgi_app()``)."""
         service.subscribe(self._feed.fire)
 
     # -- HTTP ---------------------------------------------------------------------------------------------------
@@ -122,13 +125,16 @@ class McpDoor:
                 allowed_hosts=list(self.settings.mcp_allowed_hosts),
                 allowed_origins=list(self.settings.mcp_allowed_origins),
             )
-            # Builds the SDK's session manager; we route its endpoint ourselves so the path is exactly /mcp.
-            self.server.streamable_http_app(
-                streamable_http_path=MCP_PATH,
-                transport_security=security,
+            # Our session manager (the SDK's, bounded per owner); we route it ourselves so the path is exactly /mcp.
+            self.sessions = BoundedSessionManager(
+                app=self.server,
+                security_settings=security,
                 max_request_body_size=self.settings.max_body_bytes,
+                session_idle_timeout=self.settings.mcp_session_idle_s,
+                max_sessions=self.settings.mcp_max_sessions,
+                per_owner=self.settings.mcp_sessions_per_owner,
             )
-            endpoint: ASGIApp = StreamableHTTPASGIApp(self.server.session_manager)
+            endpoint: ASGIApp = StreamableHTTPASGIApp(self.sessions)
             self._endpoint = endpoint if self.auth is None else self.auth.protect(endpoint)
         return self._endpoint
 
@@ -152,7 +158,8 @@ class McpDoor:
     async def lifespan(self) -> AsyncIterator[None]:
         """Run MCP HTTP sessions and change notifications; enter once, inside the app's lifespan."""
         self.asgi_app()
-        async with self.server.session_manager.run(), self.notifications():
+        assert self.sessions is not None
+        async with self.sessions.run(), self.notifications():
             watcher = asyncio.create_task(_close_on_server_exit(self.close_streams), name="mcp-shutdown-watcher")
             try:
                 yield
