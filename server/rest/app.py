@@ -12,14 +12,16 @@ import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.types import Receive, Scope, Send
+from swagger_ui_bundle import swagger_ui_path
 
 from server.databricks.endpoints import EndpointService
+from server.errors import ModelNotFound
 from server.ops.gate import Gate
 from server.ops.identity import Level, Principal, Resource
 from server.ops.observability import Observability
-from server.rest import databricks, errors, metrics, v2, webhooks
+from server.rest import dashboard, databricks, errors, metrics, v2, webhooks
 from server.rest.cors import Cors, is_preflight
 from server.rest.fast import ScoringFastPath
 from server.rest.guard import RestGuard, caller
@@ -33,6 +35,8 @@ from server.webhooks import WebhookReceiver
 log = logging.getLogger(__name__)
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+QUIET_PATHS = ("/ping", "/health", "/dashboard/feed.json")
+"""Not access-logged unless they fail (probes, and the dashboard's once-a-second poll)."""
 
 
 class RestApp(FastAPI):
@@ -117,6 +121,7 @@ def create_rest_app(
     app.include_router(v2.router)
     if observability is not None:
         app.include_router(metrics.router)
+    app.include_router(dashboard.router)
     if endpoints is not None:
         app.state.endpoints = endpoints
         app.include_router(databricks.router)
@@ -124,13 +129,16 @@ def create_rest_app(
         app.state.webhooks = receiver
         app.include_router(webhooks.router)
     errors.install(app)
-    app.add_middleware(RequestContext, recorder=recorder)
+    app.add_middleware(RequestContext, recorder=recorder, quiet_paths=QUIET_PATHS)
     app.fast_path = ScoringFastPath(service, guard, recorder)
     if cors is not None and (cors.allow_origins):
         app.cors = Cors(cors)
     app.openapi = lambda: _openapi(app, service)  # type: ignore[method-assign]
     _document(app, service)
     return app
+
+
+_SWAGGER_ASSETS = frozenset({"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"})
 
 
 def _document(app: FastAPI, service: InferenceService) -> None:
@@ -146,7 +154,20 @@ def _document(app: FastAPI, service: InferenceService) -> None:
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="modelport - Swagger UI")
+        """Swagger UI from the package (``swagger-ui-bundle``): it works offline, no CDN."""
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="modelport - Swagger UI",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+        )
+
+    @app.get("/docs/assets/{asset}", include_in_schema=False)
+    async def docs_asset(asset: str) -> Response:
+        if asset not in _SWAGGER_ASSETS:
+            raise ModelNotFound(f"no such asset '{asset}'", field="path")
+        return FileResponse(swagger_ui_path / asset, headers={"Cache-Control": "public, max-age=86400"})
 
 
 def _visible(

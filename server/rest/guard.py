@@ -60,6 +60,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/openapi.json"): OPTIONAL,
     ("GET", "/metrics"): OPTIONAL,  # the handler checks: admin, a '*=CAN_VIEW' grant, or auth.public_metrics
     ("GET", "/docs"): PUBLIC,
+    ("GET", "/docs/assets/{asset}"): PUBLIC,
+    ("GET", "/dashboard"): PUBLIC,  # the page; its feed shows only what the caller may view
+    ("GET", "/dashboard/assets/{name}"): PUBLIC,
+    ("GET", "/dashboard/feed.json"): AUTHENTICATED,
     ("POST", "/invocations"): Rule("guarded", _Q, "single"),
     ("POST", "/model/{name}/{version_or_alias}/invocations"): _model(_Q),
     ("GET", "/models/{name}"): _model(_V),
