@@ -1,4 +1,4 @@
-"""The ``modelport`` command: serve, demo, models, predict, mcp, tokens."""
+"""The ``modelport`` command: serve, demo, models, predict, mcp, tokens, usage."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from server import tokens_cli
+from server import tokens_cli, usage_cli
 from server.logging import configure_logging
 from server.safety import preflight
 from server.settings import Settings, load_settings
@@ -65,6 +65,7 @@ def parser() -> argparse.ArgumentParser:
     mcp.add_argument("--stdio", action="store_true", required=True, help="speak MCP on stdin/stdout")
     _common(mcp)
     tokens_cli.add_parser(sub, _common)
+    usage_cli.add_parser(sub, _common)
     return root
 
 
@@ -85,13 +86,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = settings_from(args)
     except Exception as exc:  # settings errors are user errors: one clear line
-        print(f"modelport: invalid settings: {exc}", file=sys.stderr)
+        print(f"modelport: invalid settings: {_one_line(exc)}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
     handler = {
-        "serve": _serve, "demo": _demo, "models": _models, "predict": _predict, "mcp": _mcp, "tokens": tokens_cli.run
+        "serve": _serve, "demo": _demo, "models": _models, "predict": _predict, "mcp": _mcp, "tokens": tokens_cli.run,
+        "usage": usage_cli.run,
     }[args.command]  # fmt: skip
     return handler(args, settings)
+
+
+def _one_line(exc: Exception) -> str:
+    """A settings error on one line: pydantic's ``loc: message`` pairs joined, anything else its first line."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors()]
+            return "; ".join(parts)
+        except Exception:  # not pydantic's shape after all
+            pass
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -106,9 +121,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     stop = preflight(settings)  # before importing the server stack: a refusal is instant and binds nothing
     if stop is not None:
         return stop
-    from server.main import serve
+    from server.main import StartupError, serve
 
-    serve(settings)
+    try:
+        serve(settings)
+    except StartupError as exc:
+        print(f"modelport: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -32,7 +32,7 @@ from server.ops.oauth import JwtVerifier
 from server.ops.observability import Observability
 from server.ops.tokens import TokenStore
 from server.policy import ServingPolicy
-from server.promotion import AliasFollower
+from server.promotion import AliasFollower, one_line
 from server.rest.app import create_rest_app
 from server.rest.protocol import SingleWriteProtocol
 from server.service import InferenceService
@@ -162,9 +162,16 @@ def build(settings: Settings, *, mcp: bool = True, progress: Progress | None = N
     return Components(settings, table, service, manager, app, door, follower, endpoints, receiver, gate, observability)
 
 
+class StartupError(Exception):
+    """The process could not be wired (registry URI, state directory...): one line for the operator."""
+
+
 def serve(settings: Settings, *, progress: Progress | None = None) -> None:
-    """Run the server in the foreground until interrupted."""
-    components = build(settings, progress=progress or terminal_progress())
+    """Run the server in the foreground until interrupted; ``StartupError`` when it cannot be built."""
+    try:
+        components = build(settings, progress=progress or terminal_progress())
+    except Exception as exc:
+        raise StartupError(f"cannot start: {one_line(exc)} (registry {settings.effective_registry_uri})") from exc
     config = uvicorn.Config(
         components.app,
         host=settings.host,

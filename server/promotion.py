@@ -64,8 +64,8 @@ class AliasFollower:
             await asyncio.sleep(self.interval_s)
             try:
                 await self.check()
-            except Exception:
-                log.exception("alias poll failed")
+            except Exception as exc:  # one line per failure (a registry down for an hour is 120 lines, not tracebacks)
+                log.error("alias poll failed", extra={"reason": one_line(exc)})
 
     def notify(self, name: str) -> None:
         """A webhook says an alias of ``name`` changed: check it now, in the background (failed versions too)."""
@@ -168,4 +168,13 @@ class AliasFollower:
     def _done(self, task: asyncio.Task[list[Promotion]]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("alias check failed", exc_info=task.exception())
+            log.error("alias check failed", extra={"reason": one_line(task.exception())})
+
+
+def one_line(exc: BaseException | None) -> str:
+    """``Type: first line of the message`` (at most 300 characters), for log lines that must stay one line."""
+    if exc is None:
+        return ""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return line if len(line) <= 300 else line[:297] + "..."

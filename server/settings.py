@@ -29,6 +29,35 @@ class BatchingSettings(BaseModel):
     """Per-request deadline from arrival to answer (504 after it)."""
     max_concurrent_batches: int = Field(1, ge=1)
     """Batches in flight at once per model (more helps CUDA sessions)."""
+    max_queue_rows: int | None = Field(None, ge=1)
+    """Rows that may wait per model (503 Overloaded past it); ``None`` = 16 x ``max_batch_rows``."""
+    max_queue_bytes: int = Field(256 * 1024 * 1024, ge=1)
+    """Bytes of decoded inputs that may wait per model (strings estimated at 64 bytes each); 503 past it."""
+    max_queue_wait_s: float | None = Field(5.0, gt=0)
+    """Longest wait in the queue: a request still queued after it is dropped with 503 instead of run late, and a
+    new one is refused at once when the rows ahead would take longer at the current speed. ``None`` = no bound."""
+
+
+class HttpSettings(BaseModel):
+    """Limits of the HTTP/1.1 server itself (``server/rest/protocol.py``), applied before any route runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
+    """Request line plus headers; a request past it is answered 431 and its connection closed."""
+    header_timeout_s: float = Field(10.0, gt=0)
+    """From a connection's first byte (or a request's first byte on a kept-alive one) to the end of its headers;
+    past it, 408 and close."""
+    body_timeout_s: float = Field(30.0, gt=0)
+    """From the end of the headers to the end of the body; past it, 408 and close."""
+    linger_s: float = Field(5.0, gt=0)
+    """When a connection closes before its request body was all read (e.g. after a 413), the rest is read and
+    discarded for at most this long, so the client can finish sending and read the answer instead of a reset."""
+    linger_bytes: int = Field(64 * 1024 * 1024, ge=0)
+    """... and at most this many bytes."""
+    keep_alive_drain_bytes: int = Field(256 * 1024, ge=0)
+    """An answer sent before the request body was all read keeps the connection alive when at most this many body
+    bytes are still to come (they are read and discarded); more, or an unknown amount, closes it (with lingering)."""
 
 
 class RateLimitSpec(BaseModel):
@@ -235,10 +264,18 @@ class Settings(BaseSettings):
     intra_op_threads: int | None = None
     max_body_bytes: int = 16 * 1024 * 1024
     """Request body limit (413 above it), Databricks' 16 MB by default."""
+    max_inflight_body_bytes: int = Field(256 * 1024 * 1024, ge=1)
+    """Request bodies held at once, all models together, from admission to answer; a request whose
+    ``Content-Length`` would pass it is refused with 503 before its body is read."""
+    http: HttpSettings = HttpSettings()
+    """Header size, header/body read timeouts and lingering close of the HTTP server."""
     max_rows: int = 100_000
     """Rows per REST request (413 above it)."""
     max_tool_rows: int = 100
     """Rows per MCP tool call (``maxItems``); bulk scoring belongs on REST."""
+    strict_inputs: bool = False
+    """Refuse (400) columns, params and top-level fields a model does not take. Off: they are ignored, as
+    ``mlflow models serve`` ignores them, and named in the ``X-Modelport-Ignored`` response header."""
     log_format: Literal["auto", "console", "json"] = "auto"
     """auto: console on a terminal, JSON otherwise."""
     log_level: str = "INFO"
@@ -278,7 +315,16 @@ class Settings(BaseSettings):
 
     @property
     def effective_tracking_uri(self) -> str:
-        return self.tracking_uri or self.effective_registry_uri
+        """The tracking URI, or one derived from the registry URI (``databricks-uc[://p]`` → ``databricks[://p]``:
+        Unity Catalog is a registry, never a tracking store; ``uc:...`` → the embedded sqlite store)."""
+        if self.tracking_uri:
+            return self.tracking_uri
+        registry = self.effective_registry_uri
+        if registry.startswith("databricks-uc"):
+            return "databricks" + registry.removeprefix("databricks-uc")
+        if registry.startswith("uc:"):
+            return f"sqlite:///{self.state_dir.resolve()}/mlflow.db"
+        return registry
 
     @property
     def cache_dir(self) -> Path:

@@ -63,7 +63,7 @@ class ProcessProbe:
             self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
             self._nvml = pynvml
         except Exception as exc:  # not installed, no driver, no device
-            log.info("GPU metrics unavailable: %s", exc)
+            log.debug("GPU metrics unavailable: %s", exc)
             self._handles = []
 
 

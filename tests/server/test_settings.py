@@ -53,3 +53,23 @@ def test_deployment_spec_is_frozen() -> None:
     spec = DeploymentSpec(model="models:/a/1")
     with pytest.raises(ValidationError):
         spec.model = "x"  # type: ignore[misc]
+
+
+def test_unity_catalog_registry_gets_a_databricks_tracking_uri(tmp_path: Path) -> None:
+    from server.settings import Settings
+
+    assert Settings(registry_uri="databricks-uc").effective_tracking_uri == "databricks"
+    assert Settings(registry_uri="databricks-uc://prod").effective_tracking_uri == "databricks://prod"
+    assert Settings(registry_uri="uc:http://localhost:8080", state_dir=tmp_path).effective_tracking_uri.startswith(
+        "sqlite:///"
+    )
+    assert Settings(registry_uri="databricks-uc", tracking_uri="http://x").effective_tracking_uri == "http://x"
+    assert Settings(registry_uri="http://mlflow:5000").effective_tracking_uri == "http://mlflow:5000"
+
+
+def test_one_line_errors() -> None:
+    from server.promotion import one_line
+
+    assert one_line(ValueError("first\nsecond")) == "ValueError: first"
+    assert one_line(RuntimeError()) == "RuntimeError"
+    assert len(one_line(ValueError("x" * 1000))) == 300
