@@ -30,6 +30,7 @@ from server.ops.identity import Resource
 from server.ops.limits import LimitTable, RateLimit
 from server.ops.oauth import JwtVerifier
 from server.ops.observability import Observability
+from server.ops.tables import InferenceTables
 from server.ops.tokens import TokenStore
 from server.policy import ServingPolicy
 from server.promotion import AliasFollower, one_line
@@ -90,7 +91,13 @@ def build(settings: Settings, *, mcp: bool = True, progress: Progress | None = N
     """Wire one process. Models load in the app's lifespan (so uvicorn answers /ping only once they are ready)."""
     table = DeploymentTable()
     gate = build_gate(settings)
-    observability = Observability.build(settings, table)
+    tables = InferenceTables.from_settings(settings)
+    observability = Observability.build(settings, table, capture=tables)
+    gauges = observability.metrics.gauges
+    gauges["modelport_capture_dropped_total"] = lambda: float(tables.dropped)
+    gauges["modelport_capture_failed_total"] = lambda: float(tables.failed)
+    gauges["modelport_capture_written_total"] = lambda: float(tables.written)
+    gauges["modelport_capture_buffered"] = lambda: float(tables.buffered)
     registry = RegistryClient(settings.effective_registry_uri, settings.effective_tracking_uri)
     loader = ModelLoader(registry, settings, progress=progress)
     manager = ModelManager(loader, table, policy=ServingPolicy(settings.policy), cache=settings.cache)
@@ -110,7 +117,7 @@ def build(settings: Settings, *, mcp: bool = True, progress: Progress | None = N
         tolerance_s=settings.promotion.webhook_tolerance_s,
     )
     endpoints = EndpointService(
-        manager, service, EndpointStore(settings.endpoints_db), limits=gate.limits, acl=gate.acl
+        manager, service, EndpointStore(settings.endpoints_db), limits=gate.limits, acl=gate.acl, capture=tables
     )
     recorder = observability.recorder if settings.observe else None
     door = McpDoor(service, settings, gate=gate, recorder=recorder) if mcp else None
@@ -145,6 +152,7 @@ def build(settings: Settings, *, mcp: bool = True, progress: Progress | None = N
                 await follower.aclose()
                 await endpoints.aclose()
                 await manager.stop_all()
+                await asyncio.to_thread(tables.close)  # uvicorn drained the requests: commit what they left
 
     app = create_rest_app(
         service,

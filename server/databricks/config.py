@@ -81,6 +81,8 @@ class EndpointConfig:
     served: tuple[ServedEntity, ...]
     routes: tuple[tuple[str, int], ...]
     version: int = 1
+    auto_capture: Mapping[str, Any] | None = None
+    """``auto_capture_config`` (inference table): catalog_name, schema_name, table_name_prefix, enabled."""
 
     def entity(self, name: str) -> ServedEntity | None:
         return next((e for e in self.served if e.name == name), None)
@@ -91,6 +93,7 @@ class EndpointConfig:
             "served_entities": [e.to_input() for e in self.served],
             "traffic_config": {"routes": [{"served_model_name": n, "traffic_percentage": p} for n, p in self.routes]},
             "config_version": self.version,
+            **({"auto_capture_config": dict(self.auto_capture)} if self.auto_capture is not None else {}),
         }
 
     def render(self, states: Mapping[str, tuple[str, str]], created_ms: int, creator: str) -> dict[str, Any]:
@@ -109,12 +112,15 @@ class EndpointConfig:
             }
             entities.append({**common, "entity_name": e.entity_name, "entity_version": e.entity_version})
             models.append({**common, "model_name": e.entity_name, "model_version": e.entity_version})
-        return {
+        out: dict[str, Any] = {
             "served_entities": entities,
             "served_models": models,
             "traffic_config": {"routes": [{"served_model_name": n, "traffic_percentage": p} for n, p in self.routes]},
             "config_version": self.version,
         }
+        if self.auto_capture is not None:
+            out["auto_capture_config"] = dict(self.auto_capture)
+        return out
 
 
 def parse_config(body: Any, version: int = 1) -> EndpointConfig:
@@ -138,7 +144,33 @@ def parse_config(body: Any, version: int = 1) -> EndpointConfig:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise InvalidInput(f"served entity names must be unique; repeated: {duplicates}", field="served_entities")
-    return EndpointConfig(served, _routes(body.get("traffic_config"), names), version)
+    capture = _auto_capture(body.get("auto_capture_config"))
+    return EndpointConfig(served, _routes(body.get("traffic_config"), names), version, capture)
+
+
+_CAPTURE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def _auto_capture(raw: Any) -> Mapping[str, Any] | None:
+    """Databricks' ``auto_capture_config``: where the endpoint's inference table lives, and whether it is on."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise InvalidInput("auto_capture_config must be an object", field="auto_capture_config")
+    out: dict[str, Any] = {"enabled": raw.get("enabled", True)}
+    if not isinstance(out["enabled"], bool):
+        raise InvalidInput("auto_capture_config.enabled must be a boolean", field="auto_capture_config.enabled")
+    for key in ("catalog_name", "schema_name", "table_name_prefix"):
+        value = raw.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not _CAPTURE_NAME.match(value):
+            raise InvalidInput(
+                f"auto_capture_config.{key} must be 1 to 128 letters, digits, '_' or '-'",
+                field=f"auto_capture_config.{key}",
+            )
+        out[key] = value
+    return out
 
 
 def _entity(raw: Any, i: int, legacy: bool) -> ServedEntity:

@@ -19,7 +19,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -37,9 +37,17 @@ from server.ops.identity import Principal, Resource
 from server.ops.limits import LimitTable
 from server.prediction import Prediction
 from server.service import InferenceService
-from server.settings import DeploymentSpec
+from server.settings import CaptureSettings, DeploymentSpec
 
 log = logging.getLogger(__name__)
+
+
+class CaptureControl(Protocol):
+    """Turns an endpoint's inference table on and off (``server/ops/tables.py``)."""
+
+    def enable_endpoint(self, name: str, capture: CaptureSettings | None = None) -> object: ...
+
+    def disable_endpoint(self, name: str) -> None: ...
 
 
 class EndpointService:
@@ -61,12 +69,14 @@ class EndpointService:
         *,
         limits: LimitTable | None = None,
         acl: AclStore | None = None,
+        capture: CaptureControl | None = None,
     ) -> None:
         self.manager = manager
         self.service = service
         self.store = store
         self.limits = limits
         self.acl = acl
+        self.capture = capture
         self._endpoints: dict[str, Endpoint] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._settled = threading.Condition()
@@ -169,6 +179,7 @@ class EndpointService:
             self.limits.set(resource, ())
         if self.acl is not None:
             self.acl.drop(resource)
+        self._apply_capture(name, None)
         for key in {key_of(e.model_uri) for c in (ep.config, ep.pending) if c is not None for e in c.served}:
             await self.manager.release(key, ep.owner)
         self._notify()
@@ -297,6 +308,7 @@ class EndpointService:
             return
         previous = None if restoring else ep.config
         ep.config, ep.healthy, ep.router = config, True, TrafficRouter(config.routes)
+        self._apply_capture(ep.name, config)
         if ep.pending is config or ep.pending is None:
             ep.pending, ep.pending_started_ms = None, None
         ep.update, ep.updated_ms = "NOT_UPDATING", now_ms()
@@ -354,6 +366,16 @@ class EndpointService:
     def _notify(self) -> None:
         with self._settled:
             self._settled.notify_all()
+
+    def _apply_capture(self, name: str, config: EndpointConfig | None) -> None:
+        """Point the endpoint's inference table at its active config's ``auto_capture_config`` (or stop it)."""
+        if self.capture is None:
+            return
+        raw = None if config is None else config.auto_capture
+        if raw is None or not raw.get("enabled", True):
+            self.capture.disable_endpoint(name)
+            return
+        self.capture.enable_endpoint(name, CaptureSettings(**{"table_name_prefix": name, **raw}))
 
     def name_of(self, id_or_name: str) -> str:
         """An endpoint's name from its id (the permissions API's ``serving_endpoint_id``) or its name."""

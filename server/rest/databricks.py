@@ -154,6 +154,8 @@ async def _invoke(request: Request, name: str, served: str | None) -> Response:
     state.endpoint, state.served_entity = name, served
     body = await read_body(request, endpoints.service.max_body_bytes)
     state.body, state.content_type = body, request.headers.get("content-type")
+    if b"client_request_id" in body:
+        state.client_request_id = client_request_id(body)
     prediction, served_name = await endpoints.invoke(name, body, state.content_type, served)
     state.model, state.version, state.rows = prediction.name, prediction.version, prediction.rows
     state.batch_rows, state.batch_requests = prediction.batch_rows, prediction.batch_requests
@@ -173,3 +175,12 @@ async def export_metrics(name: str, request: Request) -> Response:
     concurrency = workload_concurrency([str(e.get("workload_size", "Small")) for e in served])
     body = databricks_export(observability.metrics, observability.timeline, name, concurrency)
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def client_request_id(body: bytes) -> str | None:
+    """The ``client_request_id`` of a Databricks scoring body (kept in the inference table), if it is a string."""
+    try:
+        value = orjson.loads(body).get("client_request_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return value[:256] if isinstance(value, str) else None
