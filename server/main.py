@@ -93,11 +93,11 @@ def build(settings: Settings, *, mcp: bool = True, progress: Progress | None = N
     gate = build_gate(settings)
     tables = InferenceTables.from_settings(settings)
     observability = Observability.build(settings, table, capture=tables)
-    gauges = observability.metrics.gauges
-    gauges["modelport_capture_dropped_total"] = lambda: float(tables.dropped)
-    gauges["modelport_capture_failed_total"] = lambda: float(tables.failed)
-    gauges["modelport_capture_written_total"] = lambda: float(tables.written)
-    gauges["modelport_capture_buffered"] = lambda: float(tables.buffered)
+    totals = observability.metrics.totals
+    totals["modelport_capture_dropped"] = lambda: float(tables.dropped)  # buffer full: the request was not delayed
+    totals["modelport_capture_failed"] = lambda: float(tables.failed)  # lost to a failed commit
+    totals["modelport_capture_written"] = lambda: float(tables.written)
+    observability.metrics.gauges["modelport_capture_buffered"] = lambda: float(tables.buffered)
     registry = RegistryClient(settings.effective_registry_uri, settings.effective_tracking_uri)
     loader = ModelLoader(registry, settings, progress=progress)
     manager = ModelManager(loader, table, policy=ServingPolicy(settings.policy), cache=settings.cache)

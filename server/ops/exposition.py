@@ -110,6 +110,8 @@ class ModelportCollector(Collector):
                                     value=float(sample.gpu_memory_used_bytes or 0))  # fmt: skip
         for name, read in self.metrics.gauges.items():
             yield GaugeMetricFamily(name, name.replace("_", " "), value=read())
+        for name, read in self.metrics.totals.items():
+            yield CounterMetricFamily(name, name.replace("_", " "), value=read())
 
 
 def render(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:

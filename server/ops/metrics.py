@@ -83,7 +83,9 @@ class Metrics:
         self._table: DeploymentTable | None = None
         self._watched: set[int] = set()
         self.gauges: dict[str, Callable[[], float]] = {}
-        """Extra gauges read at scrape time (e.g. inference-table drops), name → reader."""
+        """Extra gauges read at scrape time (e.g. rows buffered for the inference tables), name → reader."""
+        self.totals: dict[str, Callable[[], float]] = {}
+        """Extra counters read at scrape time (e.g. inference-table rows written, dropped), name → reader."""
 
     # -- hot path -----------------------------------------------------------------------------------------------
 

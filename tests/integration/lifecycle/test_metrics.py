@@ -106,3 +106,29 @@ def test_databricks_sdk_exports_endpoint_metrics(served: tuple[Live, str, str]) 
     assert _value(samples, "request_latency_ms_count", served_entity_name="v1") == 7
     assert 0 <= _value(samples, "cpu_usage_percentage") <= 100
     assert 0 < _value(samples, "mem_usage_percentage") < 100
+
+
+def test_monitoring_examples_match_what_is_served(served: tuple[Live, str, str]) -> None:
+    """Every series the Grafana dashboard queries and every path Prometheus scrapes exists on a real server."""
+    import json
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    running, name, admin = served
+    root = Path(__file__).resolve().parents[3] / "examples" / "monitoring"
+    dashboard = json.loads((root / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    wanted = {re.sub(r"_(bucket|sum|count)$", "", n) for e in exprs for n in re.findall(r"modelport_[a-z0-9_]+", e)}
+    with running.client(headers={"Authorization": f"Bearer {admin}"}) as c:
+        assert c.post(f"/model/{name}/1/invocations", json={"inputs": {"x": [1.0]}}).status_code == 200
+        served_names = {f.name for f in text_string_to_metric_families(c.get("/metrics").text)}
+        scrape = yaml.safe_load((root / "prometheus.yml").read_text())
+        paths = {job["metrics_path"] for job in scrape["scrape_configs"]}
+        for path in paths:
+            if "/serving-endpoints/" in path:
+                continue  # needs that endpoint; the export itself is tested above
+            assert c.get(path).status_code == 200
+    missing = {w for w in wanted if w.removesuffix("_total") not in served_names}
+    assert not missing, f"the dashboard queries series modelport does not serve: {sorted(missing)}"
