@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo serve test lint typecheck unit bench mcp-checks clean
+.PHONY: install demo serve test lint typecheck unit bench mcp-checks api-checks clean
 
 install: $(STAMP)
 
@@ -39,6 +39,9 @@ bench-full: install  ## every size x concurrency x body format, 10 s per point
 
 bench-runtime: install  ## the runtime alone: raw onnxruntime and the batcher, no HTTP
 	$(BIN)/python bench/runtime_bench.py
+
+api-checks: install  ## schemathesis against the OpenAPI document of a demo server (0 server errors, conformance)
+	.ci/api-checks.sh
 
 mcp-checks: install  ## MCP Inspector CLI + conformance suite against a demo server
 	.ci/mcp-checks.sh

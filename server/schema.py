@@ -128,6 +128,51 @@ def _value_type(values: Sequence[Any] | None) -> str:
     return "string"
 
 
+def _open_enum(prop: dict[str, Any]) -> dict[str, Any]:
+    if "enum" not in prop:
+        return prop
+    known = prop["enum"]
+    return {k: v for k, v in prop.items() if k != "enum"} | {"examples": known}
+
+
+def _rest_request(signature: ModelSignature, record: dict[str, Any], params: dict[str, Any] | None) -> dict[str, Any]:
+    """The MLflow scoring body for this signature: exactly one of the formats, rows typed column by column."""
+    # Known categories as examples, not enum: encoders that ignore unknown categories score them (MLflow does too)
+    props = {n: _open_enum(p) for n, p in record.get("properties", {}).items()}
+    record = {**record, "properties": props}
+    required = set(record.get("required", ()))
+    names = list(signature.input_names)
+    cells = [
+        props[n] if n in required else {"anyOf": [props[n], {"type": "null"}]} if n in props else {} for n in names
+    ]
+    row: dict[str, Any] = {"type": "array", "items": {}, "minItems": 1}
+    if cells and all(cells):
+        row = {"type": "array", "prefixItems": cells, "items": False, "minItems": len(cells)}
+    rows = {"type": "array", "items": row, "minItems": 1}
+    # MLflow ignores columns the signature does not name (so does modelport by default: X-Modelport-Ignored)
+    records = {"type": "array", "items": {**record, "additionalProperties": True}, "minItems": 1}
+    formats: dict[str, Any] = {
+        "dataframe_split": {
+            "type": "object",
+            "properties": {"columns": {"type": "array", "items": {"type": "string", "enum": names}}, "data": rows},
+            "required": ["data"],
+        },
+        "dataframe_records": records,
+        "instances": records,
+        "inputs": records,
+        "data": rows | {"description": "Rows in signature column order."},
+    }
+    if cells and all(cells):  # the split's columns, when given, are the signature's, in order
+        formats["dataframe_split"]["properties"]["columns"] = {"const": names}
+    return {
+        "type": "object",
+        "description": "Exactly one of dataframe_split, dataframe_records, instances, inputs or data "
+        f"(rows in column order: {', '.join(names)}).",
+        "properties": {**formats, **({"params": params} if params else {})},
+        "oneOf": [{"required": [key]} for key in formats],
+    }
+
+
 def build_schema(
     signature: ModelSignature, kind: OutputKind, *, max_items: int, example: Sequence[Mapping[str, Any]] | None = None
 ) -> ModelSchema:
@@ -151,27 +196,7 @@ def build_schema(
         "properties": {"predictions": {"type": "array", "items": item}},
         "required": ["predictions"],
     }
-    row = {"type": "array", "items": {}}
-    rest_request = {
-        "type": "object",
-        "description": "Exactly one of dataframe_split, dataframe_records, instances, inputs or data "
-        f"(rows in column order: {', '.join(signature.input_names)}).",
-        "properties": {
-            "dataframe_split": {
-                "type": "object",
-                "properties": {
-                    "columns": {"type": "array", "items": {"type": "string", "enum": signature.input_names}},
-                    "data": {"type": "array", "items": row},
-                },
-                "required": ["data"],
-            },
-            "dataframe_records": {"type": "array", "items": record},
-            "instances": {"type": "array", "items": record},
-            "inputs": {"type": "array", "items": record},
-            "data": {"type": "array", "items": row, "description": "Rows in signature column order."},
-            **({"params": params} if params else {}),
-        },
-    }
+    rest_request = _rest_request(signature, record, params)
     rest_response = {
         "type": "object",
         "properties": {"predictions": {"type": "array", "items": {}}},

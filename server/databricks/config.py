@@ -15,6 +15,7 @@ from typing import Any
 from server.errors import InvalidInput
 
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
+_WORKLOAD_SIZES = ("Small", "Medium", "Large")
 _VERSION = re.compile(r"^\d+$")
 _ALIAS = re.compile(r"^@?[A-Za-z0-9_\-]+$")
 #: Served entity fields we keep and echo without acting on them.
@@ -30,7 +31,7 @@ _PASSTHROUGH = (
 
 def check_name(name: Any, what: str = "endpoint name", field_name: str = "name") -> str:
     """Validate an endpoint or served entity name (1-63 letters, digits, ``-``, ``_``)."""
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         raise InvalidInput(
             f"{what} {name!r} is invalid: use 1 to 63 letters, digits, dashes and underscores", field=field_name
         )
@@ -53,7 +54,7 @@ class ServedEntity:
     @property
     def model_uri(self) -> str:
         version = self.entity_version
-        if _VERSION.match(version):
+        if _VERSION.fullmatch(version):
             return f"models:/{self.entity_name}/{version}"
         return f"models:/{self.entity_name}@{version.lstrip('@')}"
 
@@ -164,7 +165,7 @@ def _auto_capture(raw: Any) -> Mapping[str, Any] | None:
         value = raw.get(key)
         if value is None:
             continue
-        if not isinstance(value, str) or not _CAPTURE_NAME.match(value):
+        if not isinstance(value, str) or not _CAPTURE_NAME.fullmatch(value):
             raise InvalidInput(
                 f"auto_capture_config.{key} must be 1 to 128 letters, digits, '_' or '-'",
                 field=f"auto_capture_config.{key}",
@@ -181,21 +182,35 @@ def _entity(raw: Any, i: int, legacy: bool) -> ServedEntity:
         raise InvalidInput(f"{where}: external and foundation models are not served by modelport", field=where)
     name_key, version_key = ("model_name", "model_version") if legacy else ("entity_name", "entity_version")
     entity_name = raw.get(name_key)
-    if not isinstance(entity_name, str) or not entity_name:
-        raise InvalidInput(f"{where}.{name_key} is required (the registered model name)", field=f"{where}.{name_key}")
+    if not isinstance(entity_name, str) or not entity_name or len(entity_name) > 255:
+        raise InvalidInput(
+            f"{where}.{name_key} is required: the registered model name (1 to 255 characters)",
+            field=f"{where}.{name_key}",
+        )
     version = raw.get(version_key)
-    version = str(version) if isinstance(version, int) and not isinstance(version, bool) else version
-    if not isinstance(version, str) or not (_VERSION.match(version) or _ALIAS.match(version)):
+    if isinstance(version, float) and version.is_integer():  # JSON 3.0 is the integer 3
+        version = int(version)
+    if isinstance(version, int) and not isinstance(version, bool):
+        version = str(version) if version >= 0 else None
+    if not isinstance(version, str) or not (_VERSION.fullmatch(version) or _ALIAS.fullmatch(version)):
         raise InvalidInput(
             f"{where}.{version_key} is required: a version number (or an alias, e.g. 'champion')",
             field=f"{where}.{version_key}",
         )
-    default_name = f"{entity_name.rsplit('.', 1)[-1]}-{version.lstrip('@')}"
-    name = check_name(raw.get("name") or default_name, "served entity name", f"{where}.name")
+    base = re.sub(r"[^A-Za-z0-9_-]", "_", entity_name.rsplit(".", 1)[-1])[:40] or "model"
+    default_name = f"{base}-{version.lstrip('@')}"[:63]
+    given = raw.get("name")
+    name = check_name(default_name if given is None else given, "served entity name", f"{where}.name")
     size = raw.get("workload_size", "Small")
     scale = raw.get("scale_to_zero_enabled", False)
     if not isinstance(size, str) or not isinstance(scale, bool):
         raise InvalidInput(f"{where}: workload_size must be a string, scale_to_zero_enabled a boolean", field=where)
+    if size.capitalize() not in _WORKLOAD_SIZES:
+        raise InvalidInput(
+            f"{where}.workload_size must be one of {', '.join(_WORKLOAD_SIZES)}, not {size[:40]!r}",
+            field=f"{where}.workload_size",
+        )
+    size = size.capitalize()
     extra = {k: raw[k] for k in _PASSTHROUGH if k in raw}
     return ServedEntity(name, entity_name, version, size, scale, extra)
 

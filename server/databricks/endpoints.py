@@ -125,7 +125,9 @@ class EndpointService:
             raise InvalidInput("give rate_limits or ai_gateway.rate_limits, not both", field="rate_limits")
         description = body.get("description")
         ep = Endpoint(name, uuid.uuid4().hex, now_ms(), now_ms())
-        ep.description = description if isinstance(description, str) else None
+        if description is not None and not isinstance(description, str):
+            raise InvalidInput("description must be a string", field="description")
+        ep.description = description
         ep.tags = _tags(body.get("tags") or [])
         ep.route_optimized = bool(body.get("route_optimized", False))
         ep.ai_gateway = gateway.with_rate_limits(legacy) if legacy else gateway
@@ -253,6 +255,12 @@ class EndpointService:
         ep = self._find(name)
         config = ep.config
         if config is None or ep.router is None:
+            if ep.update == "UPDATE_FAILED":  # nothing will serve until its config is fixed: not worth a retry
+                raise Conflict(
+                    f"endpoint '{name}' has no ready config: its update failed; fix it with PUT .../config "
+                    "(see state.config_update and the served entities' deployment_state_message)",
+                    field="name",
+                )
             raise ModelNotReady(f"endpoint '{name}' is not ready (config_update {ep.update})", field="name")
         entity = config.entity(served if served is not None else ep.router.pick())
         if entity is None:

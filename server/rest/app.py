@@ -11,7 +11,6 @@ from typing import Any
 import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.openapi.utils import get_openapi
 from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.types import Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
@@ -26,10 +25,10 @@ from server.rest.cors import Cors, is_preflight
 from server.rest.fast import ScoringFastPath
 from server.rest.guard import RestGuard, caller
 from server.rest.middleware import RequestContext
+from server.rest.openapi import build_openapi
 from server.rest.routes import router, single_model
 from server.service import InferenceService
 from server.settings import CorsSettings
-from server.tensors import ARROW_STREAM
 from server.webhooks import WebhookReceiver
 
 log = logging.getLogger(__name__)
@@ -133,7 +132,7 @@ def create_rest_app(
     app.fast_path = ScoringFastPath(service, guard, recorder)
     if cors is not None and (cors.allow_origins):
         app.cors = Cors(cors)
-    app.openapi = lambda: _openapi(app, service)  # type: ignore[method-assign]
+    app.openapi = lambda: build_openapi(app, service)  # type: ignore[method-assign]
     _document(app, service)
     return app
 
@@ -147,7 +146,7 @@ def _document(app: FastAPI, service: InferenceService) -> None:
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(request: Request) -> Response:
         gate: Gate | None = request.app.state.gate
-        spec = _openapi(app, service)
+        spec = build_openapi(app, service)
         if gate is not None and gate.enabled:
             spec = _visible(spec, gate, caller(request), service)
         return Response(orjson.dumps(spec), media_type="application/json")
@@ -214,58 +213,3 @@ def _freezing(lifespan: Lifespan | None, service: InferenceService) -> Lifespan:
             yield
 
     return frozen
-
-
-def _openapi(app: FastAPI, service: InferenceService) -> dict[str, Any]:
-    """Base OpenAPI plus one documented path per served deployment (rebuilt when deployments change)."""
-    keys = tuple((d.key, d.version) for d in service.list())
-    cached: tuple[tuple[Any, ...], dict[str, Any]] | None = getattr(app.state, "openapi_cache", None)
-    if cached is not None and cached[0] == keys:
-        return cached[1]
-    spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-    spec.setdefault("components", {})["securitySchemes"] = {
-        "bearer": {"type": "http", "scheme": "bearer", "description": "modelport access token or OAuth JWT"}
-    }
-    spec["security"] = [{"bearer": []}]
-    for info in service.list():
-        segment = info.ref.rsplit("@", 1)[1] if "@" in info.ref else info.version
-        for seg in dict.fromkeys((segment, info.version)):
-            spec["paths"][f"/model/{info.name}/{seg}/invocations"] = {"post": _operation(info, seg)}
-    app.state.openapi_cache = (keys, spec)
-    return spec
-
-
-def _operation(info: Any, segment: str) -> dict[str, Any]:
-    example = info.schema.example_record
-    request_examples: dict[str, Any] = {}
-    if example:
-        request_examples = {
-            "dataframe_records": {"value": {"dataframe_records": [example]}},
-            "data": {"value": {"data": [[example.get(c) for c in info.signature.input_names]]}},
-        }
-    desc = info.model.model_description or ""
-    return {
-        "tags": [f"model: {info.name}"],
-        "summary": f"Score with {info.name} version {info.version}"
-        + ("" if segment == info.version else f" (@{segment})"),
-        "description": desc,
-        "operationId": f"invocations_{info.name}_{segment}",
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": info.schema.rest_request, "examples": request_examples},
-                "text/csv": {"schema": {"type": "string"}},
-                ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}},
-            },
-        },
-        "responses": {
-            "200": {
-                "description": "Predictions",
-                "content": {"application/json": {"schema": info.schema.rest_response}},
-            },
-            "400": {"description": "Invalid input (error_code, message, field)"},
-            "404": {"description": "Unknown model, version or alias"},
-            "413": {"description": "Payload too large"},
-            "503": {"description": "Overloaded or not ready (Retry-After)"},
-        },
-    }

@@ -70,7 +70,37 @@ async def host_metadata() -> Response:
     return _json({"oidc_endpoint": ""})
 
 
-@router.post(_PREFIX, summary="Create a serving endpoint")
+_NAME = {"type": "string", "pattern": "^(?!databricks-)[A-Za-z0-9_-]{1,63}$"}
+_ENTITY = {
+    "type": "object",
+    "required": ["entity_name", "entity_version"],
+    "properties": {
+        "name": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9_-]{1,63}$"},
+        "entity_name": {"type": "string", "minLength": 1, "maxLength": 255},
+        "entity_version": {"type": ["string", "integer"], "pattern": "^(@?[A-Za-z0-9_-]+)$", "minimum": 0},
+        "workload_size": {"type": "string", "enum": ["Small", "Medium", "Large"]},
+        "scale_to_zero_enabled": {"type": "boolean"},
+    },
+}
+_CONFIG = {
+    "type": "object",
+    "required": ["served_entities"],
+    "properties": {"served_entities": {"type": "array", "items": _ENTITY, "minItems": 1, "uniqueItems": True}},
+}
+
+
+def _body_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+_CREATE_BODY = _body_schema({
+    "type": "object",
+    "required": ["name", "config"],
+    "properties": {"name": _NAME, "config": _CONFIG, "description": {"type": ["string", "null"]}},
+})  # fmt: skip
+
+
+@router.post(_PREFIX, summary="Create a serving endpoint", openapi_extra=_CREATE_BODY)
 @router.post(_PREFIX + "/", include_in_schema=False)
 async def create_endpoint(request: Request) -> Response:
     """Needs ``CAN_MANAGE`` on the new endpoint's name; the creator gets ``CAN_MANAGE`` on it."""
@@ -105,7 +135,11 @@ async def get_endpoint(name: str, request: Request) -> Response:
     return _json(_endpoints(request).get(name, _level(request, name).name))
 
 
-@router.put(_PREFIX + "/{name}/config", summary="Update a serving endpoint's served entities and traffic")
+@router.put(
+    _PREFIX + "/{name}/config",
+    summary="Update a serving endpoint's served entities and traffic",
+    openapi_extra=_body_schema(_CONFIG),
+)
 async def update_config(name: str, request: Request) -> Response:
     return _json(await _endpoints(request).update_config(name, await _body(request)))
 
@@ -164,7 +198,12 @@ async def _invoke(request: Request, name: str, served: str | None) -> Response:
     return Response(state.response, media_type="application/json", headers={"served-model-name": served_name})
 
 
-@router.get(_PREFIX + "/{name}/metrics", summary="Export an endpoint's metrics (Prometheus text, Databricks' names)")
+@router.get(
+    _PREFIX + "/{name}/metrics",
+    summary="Export an endpoint's metrics (Prometheus text, Databricks' names)",
+    response_class=Response,
+    responses={200: {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def export_metrics(name: str, request: Request) -> Response:
     """``request_count_total`` & co. as Databricks exports them (the ``_total`` ones are per-minute gauges)."""
     endpoint = _endpoints(request).get(name)

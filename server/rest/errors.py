@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from server.errors import (
     Conflict,
@@ -52,10 +53,12 @@ _HTTP_CODES = {
     403: "PERMISSION_DENIED",
     404: "ENDPOINT_NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
+    408: "REQUEST_TIMEOUT",
     409: "RESOURCE_CONFLICT",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
     429: "REQUEST_LIMIT_EXCEEDED",
+    431: "REQUEST_HEADER_FIELDS_TOO_LARGE",
 }
 
 CHALLENGE = 'Bearer realm="modelport"'
@@ -69,6 +72,12 @@ def headers_of(exc: ServingError) -> dict[str, str] | None:
         detail = "" if "required" in exc.message else ', error="invalid_token"'
         return {"WWW-Authenticate": CHALLENGE + detail}
     return None
+
+
+def transport_error(status: int, message: str) -> bytes:
+    """The body of an answer the HTTP server gives itself, before any route runs (``protocol.py``: 408 for a head or
+    body that did not arrive in time, 431 for headers over the limit): the same ``{"error_code", "message"}``."""
+    return orjson.dumps({"error_code": _HTTP_CODES.get(status, "BAD_REQUEST"), "message": message})
 
 
 def status_of(exc: ServingError) -> int:
@@ -110,7 +119,21 @@ async def serving_error(request: Request, exc: Exception) -> Response:
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "INTERNAL_ERROR" if exc.status_code >= 500 else "BAD_REQUEST")
-    return error_response(exc.status_code, code, str(exc.detail), request, headers=dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # every method any route of this path takes, not only the first route's
+        headers["Allow"] = ", ".join(_allowed(request)) or headers.get("Allow", "")
+    return error_response(exc.status_code, code, str(exc.detail), request, headers=headers)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed(request: Request) -> list[str]:
+    """The methods some route fully matches at this path (asked of every route, included routers too)."""
+    routes = request.app.router.routes
+    return [
+        m for m in _METHODS if any(r.matches({**request.scope, "method": m})[0] == Match.FULL for r in routes)
+    ]
 
 
 async def validation_error(request: Request, exc: Exception) -> Response:

@@ -16,7 +16,21 @@ router = APIRouter(tags=["monitoring"])
 EVERYTHING = Resource("model", "*")
 
 
-@router.get("/metrics", summary="Prometheus / OpenMetrics exposition of every modelport series")
+_EXPOSITION = {
+    200: {
+        "description": "Prometheus text, or OpenMetrics when Accept asks for it",
+        "content": {"text/plain": {"schema": {"type": "string"}},
+                    "application/openmetrics-text": {"schema": {"type": "string"}}},
+    }
+}  # fmt: skip
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus / OpenMetrics exposition of every modelport series",
+    response_class=Response,
+    responses=_EXPOSITION,  # type: ignore[arg-type]
+)
 async def metrics(request: Request) -> Response:
     """Needs an admin or a ``*=CAN_VIEW`` grant when auth is on, unless ``auth.public_metrics``."""
     observability = getattr(request.app.state, "observability", None)

@@ -129,9 +129,15 @@ async def single_invocations(request: Request) -> Response:
     return _respond(request, prediction)
 
 
-@router.get("/ping", tags=["health"])
+@router.get(
+    "/ping",
+    tags=["health"],
+    response_class=Response,
+    responses={200: {"description": "Alive", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def ping() -> Response:
-    return Response("\n", media_type="application/json")
+    """Liveness, like ``mlflow models serve``'s (its body is a newline; we say it is text)."""
+    return Response("\n", media_type="text/plain")
 
 
 @router.get("/health", tags=["health"])

@@ -41,13 +41,27 @@ def test_schemas_are_valid_and_portable(kind: OutputKind) -> None:
         jsonschema.Draft202012Validator.check_schema(s)
         text = json.dumps(s)
         assert "$ref" not in text and "$defs" not in text
-        assert not {"oneOf", "anyOf", "allOf"} & set(s)
+        if s is not schema.rest_request:  # what agents see: no combinators (the REST body is for OpenAPI clients)
+            assert not {"oneOf", "anyOf", "allOf"} & set(s)
         for node in _walk(s):
             assert not isinstance(node.get("type"), list), node
             if node.get("type") == "array":
                 assert "items" in node
     assert schema.tool_input["type"] == "object"
     assert schema.output["type"] == "object"
+
+
+def test_rest_request_schema_says_exactly_one_format_with_typed_rows() -> None:
+    """OpenAPI clients (and schemathesis) get the body MLflow takes: one format, at least one row, typed cells."""
+    body = build_schema(SIG, OutputKind("regression"), max_items=50).rest_request
+    validator = jsonschema.Draft202012Validator(body)
+    assert validator.is_valid({"data": [[2025, "product_A", 1.0]]})
+    assert validator.is_valid({"data": [[2025, "product_A", None]]})  # units is optional
+    assert validator.is_valid({"dataframe_records": [{"year": 2025, "product": "product_A", "units": 1.0}]})
+    bad_bodies = [{}, {"data": []}, {"data": [[2025]]}, {"data": [["x", "product_A", 1.0]]},
+                  {"data": [[2025, "product_A", 1.0]], "inputs": [{"year": 2025, "product": "product_A"}]}]  # fmt: skip
+    for bad in bad_bodies:
+        assert not validator.is_valid(bad), bad
 
 
 def test_record_schema_types_required_enums_and_descriptions() -> None:
