@@ -21,13 +21,13 @@ from starlette.responses import Response
 
 from server.databricks.config import check_name
 from server.databricks.endpoints import EndpointService
-from server.errors import InvalidInput, ModelNotFound, PermissionDenied
+from server.errors import ModelNotFound, PermissionDenied
 from server.ops.exposition import databricks_export, workload_concurrency
 from server.ops.gate import Gate
 from server.ops.identity import Level, Resource
 from server.rest import permissions
 from server.rest.guard import caller
-from server.rest.routes import read_body
+from server.rest.routes import read_body, read_json
 
 router = APIRouter(tags=["databricks serving endpoints"])
 router.include_router(permissions.router)
@@ -55,13 +55,7 @@ def _level(request: Request, name: str) -> Level:
 
 
 async def _body(request: Request) -> Any:
-    raw = await read_body(request, _CONTROL_BODY_LIMIT)
-    if not raw.strip():
-        return {}
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"request body is not valid JSON: {exc}", field="body") from None
+    return await read_json(request, _CONTROL_BODY_LIMIT)
 
 
 @router.get("/.well-known/databricks-config", include_in_schema=False)

@@ -19,12 +19,11 @@ from starlette.responses import Response
 
 from server.databricks.endpoints import EndpointService
 from server.databricks.permissions import PERMISSION_LEVELS, parse_acl, render_acl
-from server.errors import InvalidInput
 from server.ops.gate import Gate
 from server.ops.identity import Resource
 from server.rest.errors import error_response
 from server.rest.guard import caller
-from server.rest.routes import read_body
+from server.rest.routes import read_json
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +98,4 @@ def _json(data: Any) -> Response:
 
 
 async def _body(request: Request) -> Any:
-    raw = await read_body(request, _BODY_LIMIT)
-    if not raw.strip():
-        return {}
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"request body is not valid JSON: {exc}", field="body") from None
+    return await read_json(request, _BODY_LIMIT)

@@ -10,7 +10,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from server.errors import ModelNotFound, PayloadTooLarge, UnsupportedMediaType
+from server.errors import InvalidInput, ModelNotFound, PayloadTooLarge, UnsupportedMediaType
 from server.ops.gate import Gate
 from server.ops.identity import Level, Resource
 from server.prediction import Prediction
@@ -43,6 +43,17 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes", field="body")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """A JSON control-plane body (``{}`` when empty); ``InvalidInput`` naming the body when it is not JSON."""
+    raw = await read_body(request, limit)
+    if not raw.strip():
+        return {}
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"request body is not valid JSON: {exc}", field="body") from None
 
 
 def note_prediction(state: dict[str, Any], prediction: Prediction) -> None:
