@@ -71,9 +71,12 @@ class BoundedSessionManager(StreamableHTTPSessionManager):
 
     async def _make_room(self, owner: str) -> None:
         """Evict idle sessions so that ``owner`` may open one more (called under the creation lock)."""
-        mine = [s for s, o in self._owner_of.items() if o == owner and s in self._server_instances]
-        if len(mine) >= self.per_owner and not await self._evict_lru(mine):
-            return  # all of them busy: the SDK's own limit decides
+        while True:
+            mine = [s for s, o in self._owner_of.items() if o == owner and s in self._server_instances]
+            if len(mine) < self.per_owner:
+                break
+            if not await self._evict_lru(mine):
+                return  # all of them busy: the SDK's own limit decides
         if self.max_sessions is not None and len(self._server_instances) >= self.max_sessions:
             counts = Counter(o for s, o in self._owner_of.items() if s in self._server_instances)
             for heavy, _ in counts.most_common():
