@@ -34,8 +34,9 @@ bench: install  ## modelport vs mlflow models serve vs a bare uvicorn echo, side
 	$(BIN)/python -m bench.suite
 
 .PHONY: bench-full bench-runtime
-bench-full: install  ## every size x concurrency x body format, 10 s per point
+bench-full: install  ## every size x concurrency x body format, 10 s per point; then overload (1x-10x capacity)
 	$(BIN)/python -m bench.suite --full
+	$(BIN)/python -m bench.overload
 
 bench-runtime: install  ## the runtime alone: raw onnxruntime and the batcher, no HTTP
 	$(BIN)/python bench/runtime_bench.py

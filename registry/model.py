@@ -52,7 +52,10 @@ class Parity:
     rows: int
     max_abs_err: float
     tolerance: float
+    """The absolute tolerance (``atol``) applied."""
     passed: bool
+    rtol: float = 1e-4
+    """The relative tolerance applied: floats pass when ``|onnx - pyfunc| <= tolerance + rtol * |pyfunc|``."""
 
 
 @dataclass(frozen=True, slots=True)

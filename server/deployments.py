@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from registry import ConvertedModel, ModelRef, ModelSignature, ModelVersionInfo, Parity
+from server.columns import short, show_names
 from server.decode import Decoder
 from server.errors import ModelNotFound
 from server.runtime.batcher import Batcher, BatcherStats
@@ -81,6 +82,10 @@ class DeploymentInfo:
     """Approximate memory held by the session (for the cache bound)."""
     idle_seconds: float | None = None
     """Seconds since the last request (``None``: none yet)."""
+    output_dtypes: Mapping[str, str] = field(default_factory=dict)
+    """numpy dtype names of the outputs a prediction carries (``predictions``, and for classifiers ``label``,
+    ``probabilities``) as the runtime produces them (ONNX graph output types); empty when only a run would tell
+    (the pyfunc runtime: its signature says)."""
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready listing entry."""
@@ -95,14 +100,7 @@ class DeploymentInfo:
             "provider": self.provider,
             "reason": self.reason,
             "flavor": self.flavor,
-            "parity": None
-            if self.parity is None
-            else {
-                "rows": self.parity.rows,
-                "max_abs_err": self.parity.max_abs_err,
-                "tolerance": self.parity.tolerance,
-                "passed": self.parity.passed,
-            },
+            "parity": None if self.parity is None else _parity(self.parity),
             "load_seconds": round(self.load_seconds, 3),
             "memory_mb": round(self.memory_bytes / 2**20, 3),
             "idle_seconds": None if self.idle_seconds is None else round(self.idle_seconds, 3),
@@ -135,6 +133,18 @@ class DeploymentInfo:
                 "queue_depth": self.batching.queue_depth,
             },
         }
+
+
+def _parity(p: Parity) -> dict[str, Any]:
+    """The parity check as it was applied: floats pass when ``|onnx - pyfunc| <= atol + rtol * |pyfunc|``."""
+    return {
+        "rows": p.rows,
+        "max_abs_err": p.max_abs_err,
+        "atol": p.tolerance,
+        "rtol": p.rtol,
+        "rule": "|onnx - pyfunc| <= atol + rtol * |pyfunc|",
+        "passed": p.passed,
+    }
 
 
 def _jsonable(v: Any) -> Any:
@@ -177,6 +187,14 @@ class Deployment:
     """``time.monotonic()`` of the last request (the cache's LRU order and idle unloading)."""
     memory_bytes: int = 0
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    output_dtypes: dict[str, str] = field(init=False, default_factory=dict)
+    """See ``DeploymentInfo.output_dtypes``; read from the ONNX graph when the deployment is built (off the loop)."""
+    feed_dtypes: dict[str, np.dtype[Any]] = field(init=False, default_factory=dict)
+    """Column → the dtype the runtime casts it to (ONNX inputs; e.g. float32 for a ``double`` column)."""
+
+    def __post_init__(self) -> None:
+        self.output_dtypes = onnx_output_dtypes(self.converted)
+        self.feed_dtypes = onnx_feed_dtypes(self.converted, self.signature)
 
     def touch(self) -> None:
         """Record a request (LRU order, idle time)."""
@@ -218,7 +236,54 @@ class Deployment:
             lifecycle=self.lifecycle,
             memory_bytes=self.memory_bytes,
             idle_seconds=None if self.last_used is None else time.monotonic() - self.last_used,
+            output_dtypes=self.output_dtypes,
         )
+
+
+def onnx_output_dtypes(converted: ConvertedModel) -> dict[str, str]:
+    """``{"predictions"|"label"|"probabilities": numpy dtype name}`` from the ONNX graph's output types.
+
+    Empty for the pyfunc runtime, and for outputs that are not tensors (e.g. a ZipMap's maps) or a graph that
+    cannot be read.
+    """
+    if converted.runtime != "onnx" or converted.onnx_path is None:
+        return {}
+    try:
+        import onnx
+        from onnx import helper
+
+        graph = onnx.load_model(str(converted.onnx_path), load_external_data=False).graph
+        types = {
+            o.name: np.dtype(helper.tensor_dtype_to_np_dtype(o.type.tensor_type.elem_type)).name
+            for o in graph.output
+            if o.type.HasField("tensor_type")
+        }
+        first = graph.output[0].name if graph.output else None
+    except Exception as exc:  # metadata falls back to the signature's types
+        log.warning("cannot read ONNX output types", extra={"path": str(converted.onnx_path), "error": str(exc)})
+        return {}
+    names = {
+        "predictions": converted.prediction_output or first,
+        "label": converted.label_output,
+        "probabilities": converted.probabilities_output,
+    }
+    return {key: types[name] for key, name in names.items() if name is not None and name in types}
+
+
+def onnx_feed_dtypes(converted: ConvertedModel, signature: ModelSignature) -> dict[str, np.dtype[Any]]:
+    """Column → numpy dtype of the ONNX input it is cast into (the loader's ``onnx_feeds``); empty for pyfunc."""
+    if converted.runtime != "onnx":
+        return {}
+    dtypes = converted.input_dtypes
+    if converted.input_layout == "matrix":
+        matrix = np.dtype(dtypes.get(converted.matrix_input or "", "float32"))
+        return {name: matrix for name in signature.input_names}
+    out: dict[str, np.dtype[Any]] = {}
+    for col in signature.inputs:
+        name = converted.input_map.get(col.name, col.name)
+        if name in dtypes:
+            out[col.name] = np.dtype(dtypes[name])
+    return out
 
 
 class DeploymentTable:
@@ -275,12 +340,15 @@ class DeploymentTable:
             candidates = [d for d in self._by_key.values() if d.model.name == name]
         if not candidates:
             served = sorted({d.model.name for d in self.all()})
-            raise ModelNotFound(f"model '{name}' is not served; served models: {served}", field="name")
+            raise ModelNotFound(
+                f"model '{short(name)}' is not served; served models: {show_names(served)}", field="name"
+            )
         if version_or_alias is None:
             if len(candidates) > 1:
                 keys = sorted(d.key for d in candidates)
                 raise ModelNotFound(
-                    f"model '{name}' has several deployments {keys}; name a version or alias", field="version"
+                    f"model '{short(name)}' has several deployments {show_names(keys)}; name a version or alias",
+                    field="version",
                 )
             return candidates[0]
         key = version_or_alias.lstrip("@")
@@ -292,7 +360,9 @@ class DeploymentTable:
                 return d
         offered = sorted({d.model.version for d in candidates} | {a for d in candidates for a in d.info().aliases})
         raise ModelNotFound(
-            f"model '{name}' has no served version or alias '{version_or_alias}'; served: {offered}", field="version"
+            f"model '{short(name)}' has no served version or alias '{short(version_or_alias)}'; served: "
+            f"{show_names(offered)}",
+            field="version",
         )
 
     def subscribe(self, listener: Callable[[], None]) -> None:

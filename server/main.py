@@ -108,6 +108,7 @@ def build(settings: Settings, *, mcp: bool = True, progress: Progress | None = N
         max_tool_rows=settings.max_tool_rows,
         on_demand=manager.ensure,
         exact_aliases=settings.policy.mode == "registry",
+        strict_inputs=settings.strict_inputs,
     )
     follower = AliasFollower(manager, registry, interval_s=settings.promotion.poll_interval_s)
     secret = settings.promotion.webhook_secret

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import orjson
@@ -11,6 +12,11 @@ import orjson
 from server.schema import OutputKind
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
+#: ``ignored_text`` names at most this many, in at most ``IGNORED_CHARS`` characters.
+IGNORED_NAMES = 20
+IGNORED_CHARS = 512
+#: Characters kept as they are in ``ignored_text`` (visible ASCII but ``%`` and ``,``); others are %-escaped.
+_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in "%,") + " "
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,10 +36,35 @@ class Prediction:
     batch_rows: int = 0
     """Rows of the runtime batch this request ran in (for logs)."""
     batch_requests: int = 0
+    ignored: tuple[str, ...] = ()
+    """What the request gave that the model does not take and was ignored, as ``mlflow models serve`` ignores it:
+    columns, params (``params.<name>``) and top-level fields, in request order. Unbounded (as long as the request):
+    show it through ``ignored_text``."""
 
     @property
     def rows(self) -> int:
         return int(self.predictions.shape[0])
+
+    @property
+    def ignored_text(self) -> str | None:
+        """``ignored`` for a response header (``X-Modelport-Ignored``) or a log line; ``None`` when nothing was.
+
+        Comma-separated, at most ``IGNORED_NAMES`` names and about ``IGNORED_CHARS`` characters, then
+        ``,... (+K more)``; every name %-escaped outside visible ASCII (and ``%``, ``,``), so it is a valid
+        latin-1 header value whatever the request sent.
+        """
+        if not self.ignored:
+            return None
+        parts: list[str] = []
+        size = 0
+        for name in self.ignored[:IGNORED_NAMES]:
+            part = quote(name[:IGNORED_CHARS], safe=_SAFE)
+            if parts and size + len(part) > IGNORED_CHARS:
+                break
+            parts.append(part[:IGNORED_CHARS])
+            size += len(part) + 1
+        more = len(self.ignored) - len(parts)
+        return ",".join(parts) + (f",... (+{more} more)" if more else "")
 
     def mlflow_json(self) -> bytes:
         """``{"predictions": ...}`` as ``mlflow models serve`` renders it."""

@@ -9,23 +9,32 @@ from typing import Any
 
 import numpy as np
 
+from server.columns import check_feed, field_name, short, show_names
 from server.decode import ModelInput
 from server.deployments import Deployment, DeploymentInfo, DeploymentTable
 from server.errors import (
+    InferenceTimeout,
     InvalidInput,
     ModelNotFound,
     ModelNotReady,
+    Overloaded,
     PayloadTooLarge,
     ServerStopping,
     UnsupportedMediaType,
 )
 from server.prediction import Prediction
+from server.runtime.batcher import Batcher, Slot
+from server.runtime.batching import DEADLINE, SLOT
+from server.runtime.memory import trim
 from server.tensors import read_arrow_stream
 
 log = logging.getLogger(__name__)
 
 #: Bodies larger than this are decoded in a worker thread so the event loop keeps serving small requests.
 _THREAD_DECODE_BYTES = 256 * 1024
+
+#: When the bodies held at once reached this much and then none is held, freed memory goes back to the OS.
+_TRIM_AFTER_BYTES = 32 * 1024 * 1024
 
 #: Loads a deployment the table does not hold yet: ``(name, version_or_alias, the table's miss) -> deployment``.
 OnDemand = Callable[[str, str | None, ModelNotFound], Awaitable[Deployment]]
@@ -41,6 +50,9 @@ class InferenceService:
         on_demand: loads versions the table does not hold (``ModelManager.ensure``); ``None``: never.
         exact_aliases: an alias is served by a deployment of that alias only (loaded on demand), never by a version
             deployment that had the alias when it loaded (the alias may have moved since). For ``registry`` policy.
+        strict_inputs: refuse columns, params and top-level fields the model does not take (``InvalidInput``).
+            Off (the default, as ``mlflow models serve``): they are ignored and named in ``Prediction.ignored``.
+            v2 ``infer`` inputs the model does not have are always refused (as Triton does).
     """
 
     def __init__(
@@ -51,8 +63,10 @@ class InferenceService:
         max_tool_rows: int = 100,
         on_demand: OnDemand | None = None,
         exact_aliases: bool = False,
+        strict_inputs: bool = False,
     ) -> None:
         self.table = table
+        self.strict_inputs = strict_inputs
         self.max_body_bytes = max_body_bytes
         self.max_tool_rows = max_tool_rows
         self.on_demand = on_demand
@@ -84,6 +98,7 @@ class InferenceService:
         Raises:
             ModelNotFound: not served and not loadable (unknown, or refused by the serving policy).
             ModelNotReady: known but not ready, or it failed to load.
+            Overloaded: its queue has no room (checked here, before any decoding).
         """
         try:
             dep = self.table.find(name, version_or_alias)
@@ -98,12 +113,87 @@ class InferenceService:
         if dep.state != "READY":
             raise ModelNotReady(f"model '{dep.key}' is {dep.state.lower()}; retry shortly", field="name")
         dep.touch()
+        dep.batcher.check_room()  # refuse before decoding: a 503 costs no decode
         return dep
+
+    # -- admission (docs/reliability.md "Limits") ------------------------------------------------------------------
+
+    max_inflight_body_bytes: int = 256 * 1024 * 1024
+    """Request bodies admitted at once, all models together (``admit``); the entry point sets it from settings."""
+    _inflight_bytes: int = 0
+    _inflight_peak: int = 0
+    _trim_pending: bool = False
+    _admitting: dict[tuple[str, str | None], Deployment] | None = None
+
+    def admit(
+        self,
+        name: str | None,
+        version_or_alias: str | None,
+        body_bytes: int | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> Admission:
+        """Admit one request before its body is read or decoded (microseconds). A door calls it first, then
+        ``await admission.ready()`` when ``admission.waiting``, and ``admission.release()`` when the request ends.
+
+        The declared body is reserved from the in-flight budget (refused at once past it), then room in the model's
+        queue: a small body with room now goes straight on (it is read, decoded and queued in this same step, so
+        nothing can take the room meanwhile); otherwise a slot is reserved, at once when there is room, else by
+        ``ready()`` after waiting for room (the batcher's waiting room: no read, no decode meanwhile;
+        ``Overloaded`` after ``max_queue_wait_s``). The slot is the task's ``SLOT``: the request is queued without
+        another check when its inputs are decoded.
+
+        Args:
+            name: The model (``None``: not known yet; only the body budget is checked).
+            version_or_alias: Its version or alias.
+            body_bytes: The declared body size (``Content-Length``), when known.
+            timeout_s: The client's own deadline for the answer, from now (``X-Request-Timeout-Ms``); it holds for
+                the rest of the current task (waiting for room, queued or running past it: ``InferenceTimeout``).
+
+        Raises:
+            Overloaded: the body would pass ``max_inflight_body_bytes``, or the waiting room is full.
+            InferenceTimeout: ``timeout_s`` is not positive.
+        """
+        if timeout_s is not None:
+            if timeout_s <= 0:
+                raise InferenceTimeout("the request's timeout had passed when it arrived", field="timeout")
+            DEADLINE.set(asyncio.get_running_loop().time() + timeout_s)
+        admission = Admission(self)
+        if body_bytes:
+            admission.grow(body_bytes)
+        if name is None:
+            return admission
+        found = self._admitting
+        if found is None:  # deployments by the (name, version_or_alias) requests name, until the table changes
+            found = self._admitting = {}
+            self.table.subscribe(found.clear)
+        dep = found.get((name, version_or_alias))
+        if dep is None:
+            try:
+                dep = self.table.find(name, version_or_alias)
+            except ModelNotFound:
+                return admission  # unknown or loadable on demand: the request path answers
+            if len(found) >= 1024:
+                found.clear()
+            found[(name, version_or_alias)] = dep
+        if dep.state != "READY":
+            return admission
+        batcher = dep.batcher
+        if body_bytes is not None and body_bytes <= _THREAD_DECODE_BYTES and batcher.has_room():
+            return admission  # read, decoded and queued without yielding to another request: no slot needed
+        slot = batcher.reserve()
+        if slot is None:
+            admission.waiting = batcher
+        else:
+            admission.slot = slot
+            SLOT.set(slot)
+        return admission
 
     async def _alias_deployment(self, name: str, alias: str, fallback: Deployment) -> Deployment:
         assert self.on_demand is not None
         try:
-            return await self.on_demand(name, alias, ModelNotFound(f"model '{name}' has no deployment of @{alias}"))
+            miss = ModelNotFound(f"model '{short(name)}' has no deployment of @{short(alias)}")
+            return await self.on_demand(name, alias, miss)
         except ModelNotFound:
             return fallback  # the policy refuses loading it: the version that had the alias answers
 
@@ -166,16 +256,20 @@ class InferenceService:
         version_or_alias: str | None,
         columns: Mapping[str, np.ndarray],
         params: Mapping[str, Any] | None = None,
+        *,
+        strict: bool = True,
     ) -> Prediction:
         """Score already-columnar input (Arrow IPC, v2 tensors): one array per signature column, rows first.
 
         Arrays are checked and cast against the signature (``Decoder.decode_columns``) without a per-value step
-        when their dtype already fits.
+        when their dtype already fits. ``strict`` (the default, v2's rule) refuses columns the model does not take;
+        otherwise they are ignored as ``strict_inputs`` says.
         """
         dep = await self.resolve(name, version_or_alias)
+        strict = strict or self.strict_inputs
 
         async def decode(d: Deployment) -> ModelInput:
-            return d.decoder.decode_columns(columns, params)
+            return d.decoder.decode_columns(columns, params, strict=strict)
 
         return await self._serve(dep, name, version_or_alias, decode)
 
@@ -189,7 +283,7 @@ class InferenceService:
             columns = await asyncio.to_thread(read_arrow_stream, body)
         else:
             columns = read_arrow_stream(body)
-        return await self.predict_columns(name, version_or_alias, columns)
+        return await self.predict_columns(name, version_or_alias, columns, strict=self.strict_inputs)
 
     async def _serve(
         self,
@@ -198,7 +292,7 @@ class InferenceService:
         version_or_alias: str | None,
         decode: Callable[[Deployment], Awaitable[ModelInput]],
     ) -> Prediction:
-        inputs = await decode(dep)
+        inputs = self._checked(dep, await decode(dep))
         try:
             return await self._run(dep, inputs)
         except ServerStopping:
@@ -207,7 +301,20 @@ class InferenceService:
             successor = await self._successor(dep, name, version_or_alias)
             if successor is None:
                 raise
-            return await self._run(successor, await decode(successor))
+            return await self._run(successor, self._checked(successor, await decode(successor)))
+
+    def _checked(self, dep: Deployment, inputs: ModelInput) -> ModelInput:
+        """Refuse values the runtime's inputs cannot hold and, with ``strict_inputs``, a request that gave anything
+        the model does not take."""
+        for name, dtype in dep.feed_dtypes.items():
+            check_feed(name, inputs.columns[name], dtype)
+        if self.strict_inputs and inputs.ignored:
+            raise InvalidInput(
+                f"unknown input(s) {show_names(inputs.ignored)} (strict inputs are on); the model takes "
+                f"{show_names(dep.signature.input_names)}",
+                field=field_name(inputs.ignored[0]),
+            )
+        return inputs
 
     async def _successor(self, dep: Deployment, name: str, version_or_alias: str | None) -> Deployment | None:
         current = self.table.get(dep.key)
@@ -232,5 +339,91 @@ class InferenceService:
             batch_rows, batch_requests = record.rows, record.requests
         predictions, label, proba = dep.from_outputs(outputs)
         return Prediction(
-            dep.model.name, dep.model.version, predictions, dep.output_kind, label, proba, batch_rows, batch_requests
+            dep.model.name,
+            dep.model.version,
+            predictions,
+            dep.output_kind,
+            label,
+            proba,
+            batch_rows,
+            batch_requests,
+            inputs.ignored,
         )
+
+
+class Admission:
+    """One admitted request (``InferenceService.admit``): its share of the in-flight body budget and its slot in the
+    model's queue, until ``release``."""
+
+    __slots__ = ("_service", "nbytes", "slot", "waiting")
+
+    def __init__(self, service: InferenceService) -> None:
+        self._service = service
+        self.nbytes = 0
+        self.slot: Slot | None = None
+        self.waiting: Batcher | None = None
+        """The batcher whose room this request must wait for (``ready``) before its body is read."""
+
+    async def ready(self) -> None:
+        """Wait for room in the model's queue (no read, no decode meanwhile), when ``admit`` found none.
+
+        Raises:
+            Overloaded: no room within ``max_queue_wait_s``, or the waiting room is full.
+            InferenceTimeout: the client's deadline passed first.
+        """
+        batcher = self.waiting
+        if batcher is None:
+            return
+        self.waiting = None
+        slot = await batcher.wait_slot()
+        self.slot = slot
+        SLOT.set(slot)
+
+    def grow(self, nbytes: int) -> None:
+        """Reserve ``nbytes`` more (a declared body, or the chunks of one without ``Content-Length``).
+
+        Raises:
+            Overloaded: that would pass the budget while other bodies are held (a lone body is always taken, so
+                one larger than the budget is not refused for good).
+        """
+        service = self._service
+        held = service._inflight_bytes
+        if held - self.nbytes > 0 and held + nbytes > service.max_inflight_body_bytes:
+            raise Overloaded(
+                f"request bodies in flight would pass {service.max_inflight_body_bytes} bytes; retry later"
+            )
+        service._inflight_bytes = held = held + nbytes
+        self.nbytes += nbytes
+        if held > service._inflight_peak:
+            service._inflight_peak = held
+
+    def release(self) -> None:
+        """Give the reservations back (idempotent; a slot the request was queued in is already used)."""
+        service = self._service
+        service._inflight_bytes -= self.nbytes
+        self.nbytes = 0
+        if self.slot is not None:
+            self.slot.release()
+        if not service._inflight_bytes and service._inflight_peak >= _TRIM_AFTER_BYTES and not service._trim_pending:
+            _trim_soon(service)
+
+    @property
+    def inflight_bytes(self) -> int:
+        """The body bytes held by every admitted request right now."""
+        return self._service._inflight_bytes
+
+
+def _trim_soon(service: InferenceService) -> None:
+    """A burst of bodies is over: in a second, unless another one started, return the freed heap to the OS (the RSS
+    otherwise stays at the burst's peak; ``server/runtime/memory.py``)."""
+    loop = asyncio.get_running_loop()
+    service._trim_pending = True
+
+    def run() -> None:
+        service._trim_pending = False
+        if not service._inflight_bytes:
+            log.info("a burst of request bodies is over (%d bytes at once): heap trimmed", service._inflight_peak)
+            service._inflight_peak = 0
+            loop.run_in_executor(None, trim)
+
+    loop.call_later(1.0, run)

@@ -36,6 +36,9 @@ class BatchingSettings(BaseModel):
     max_queue_wait_s: float | None = Field(5.0, gt=0)
     """Longest wait in the queue: a request still queued after it is dropped with 503 instead of run late, and a
     new one is refused at once when the rows ahead would take longer at the current speed. ``None`` = no bound."""
+    max_waiting_requests: int | None = Field(None, ge=0)
+    """Requests that may wait (unread, undecoded) for room in a full queue, at most ``max_queue_wait_s``; past it,
+    503 at once. ``None`` = 4 x ``max_queue_requests``; 0 = a full queue refuses at once (fail fast)."""
 
 
 class HttpSettings(BaseModel):

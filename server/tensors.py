@@ -11,6 +11,7 @@ Errors are ``InvalidInput`` naming the offending input.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from server.columns import field_name, short
 from server.errors import InvalidInput
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
@@ -64,13 +66,18 @@ def read_arrow_stream(body: bytes) -> dict[str, np.ndarray]:
 
     try:
         table = pa.ipc.open_stream(pa.py_buffer(body)).read_all()
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
-        raise InvalidInput(f"request body is not an Arrow IPC stream: {exc}", field="body") from None
+    except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
+        raise InvalidInput(f"request body is not an Arrow IPC stream: {short(exc, 200)}", field="body") from None
     columns: dict[str, np.ndarray] = {}
     for name, column in zip(table.column_names, table.columns, strict=True):
         if name in columns:
-            raise InvalidInput(f"Arrow stream has column '{name}' twice", field=name)
-        columns[name] = _arrow_column(name, column)
+            raise InvalidInput(f"Arrow stream has column '{short(name)}' twice", field=field_name(name))
+        try:
+            columns[name] = _arrow_column(name, column)
+        except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+            raise InvalidInput(
+                f"Arrow column '{short(name)}' cannot be read: {short(exc, 200)}", field=field_name(name)
+            ) from None
     return columns
 
 
@@ -86,7 +93,7 @@ def _arrow_column(name: str, column: Any) -> np.ndarray:
         try:
             return np.asarray(column.to_pylist())
         except ValueError:
-            raise InvalidInput(f"Arrow column '{name}' holds ragged lists", field=name) from None
+            raise InvalidInput(f"Arrow column '{short(name)}' holds ragged lists", field=field_name(name)) from None
     if pa.types.is_dictionary(kind):
         column = column.cast(kind.value_type)
     try:
@@ -133,9 +140,10 @@ def decode_infer(body: bytes, header_length: int | None = None) -> InferRequest:
     try:
         payload = orjson.loads(head)
     except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"infer request is not valid JSON: {exc}", field="body") from None
+        raise InvalidInput(f"infer request is not valid JSON: {short(exc, 200)}", field="body") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list) or not payload["inputs"]:
         raise InvalidInput("infer request must be an object with a non-empty 'inputs' list", field="inputs")
+    params = _parameters(payload, "parameters")
     inputs: dict[str, np.ndarray] = {}
     offset = 0
     for i, spec in enumerate(payload["inputs"]):
@@ -143,35 +151,60 @@ def decode_infer(body: bytes, header_length: int | None = None) -> InferRequest:
             raise InvalidInput(f"inputs[{i}] must be an object with a 'name'", field=f"inputs[{i}]")
         name = spec["name"]
         if name in inputs:
-            raise InvalidInput(f"input '{name}' is given twice", field=name)
+            raise InvalidInput(f"input '{short(name)}' is given twice", field=field_name(name))
         shape, dtype = _shape(spec, name), _datatype(spec, name)
-        size = (spec.get("parameters") or {}).get("binary_data_size")
+        size = _parameters(spec, f"inputs[{i}].parameters").get("binary_data_size")
         if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-                raise InvalidInput(f"input '{name}': binary_data_size {size} overruns the body", field=name)
+            if type(size) is not int or size < 0 or offset + size > len(binary):
+                raise InvalidInput(
+                    f"input '{short(name)}': binary_data_size {short(repr(size), 40)} overruns the body",
+                    field=field_name(name),
+                )
             inputs[name] = _from_binary(name, binary[offset : offset + size], shape, dtype)
             offset += size
         elif "data" in spec:
             inputs[name] = _from_json(name, spec["data"], shape, dtype)
         else:
-            raise InvalidInput(f"input '{name}' has neither 'data' nor binary_data_size", field=name)
+            raise InvalidInput(f"input '{short(name)}' has neither 'data' nor binary_data_size", field=field_name(name))
     if offset != len(binary):
         raise InvalidInput(f"{len(binary) - offset} binary bytes are not claimed by any input", field="body")
     outputs: dict[str, bool] = {}
-    binary_output = bool((payload.get("parameters") or {}).get("binary_data_output", False))
-    for i, spec in enumerate(payload.get("outputs") or ()):
+    binary_output = bool(params.get("binary_data_output", False))
+    wanted = payload.get("outputs")
+    if wanted is not None and not isinstance(wanted, list):
+        raise InvalidInput("infer request 'outputs' must be a list of objects with a 'name'", field="outputs")
+    for i, spec in enumerate(wanted or ()):
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
             raise InvalidInput(f"outputs[{i}] must be an object with a 'name'", field=f"outputs[{i}]")
-        outputs[spec["name"]] = bool((spec.get("parameters") or {}).get("binary_data", binary_output))
+        wants = _parameters(spec, f"outputs[{i}].parameters").get("binary_data", binary_output)
+        outputs[spec["name"]] = bool(wants)
     ident = payload.get("id")
-    params = payload.get("parameters") or {}
+    if ident is not None and not isinstance(ident, str | int | float):
+        raise InvalidInput("infer request 'id' must be a string", field="id")
     return InferRequest(None if ident is None else str(ident), inputs, outputs, binary_output, dict(params))
+
+
+def _parameters(spec: dict[str, Any], where: str) -> dict[str, Any]:
+    params = spec.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise InvalidInput(f"{where} must be an object", field=where)
+    return params
 
 
 def _shape(spec: dict[str, Any], name: str) -> tuple[int, ...]:
     shape = spec.get("shape")
-    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise InvalidInput(f"input '{name}': shape must be a non-empty list of sizes, got {shape!r}", field=name)
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or len(shape) > 32
+        or not all(type(d) is int and 0 <= d < 2**62 for d in shape)
+    ):
+        raise InvalidInput(
+            f"input '{short(name)}': shape must be a non-empty list of sizes, got {short(repr(shape), 80)}",
+            field=field_name(name),
+        )
     return tuple(shape)
 
 
@@ -179,27 +212,31 @@ def _datatype(spec: dict[str, Any], name: str) -> np.dtype[Any]:
     datatype = spec.get("datatype")
     dtype = V2_DTYPES.get(datatype) if isinstance(datatype, str) else None
     if dtype is None:
-        raise InvalidInput(f"input '{name}': unknown datatype {datatype!r}; use one of {list(V2_DTYPES)}", field=name)
+        raise InvalidInput(
+            f"input '{short(name)}': unknown datatype {short(repr(datatype), 40)}; use one of {list(V2_DTYPES)}",
+            field=field_name(name),
+        )
     return dtype
 
 
 def _from_binary(name: str, raw: memoryview, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
-    count = int(np.prod(shape))
+    count = math.prod(shape)  # exact: np.prod would wrap around for huge shapes
     if dtype.kind != "O":
         if len(raw) != count * dtype.itemsize:
             raise InvalidInput(
-                f"input '{name}': {len(raw)} bytes do not hold shape {list(shape)} of {dtype.name}", field=name
+                f"input '{short(name)}': {len(raw)} bytes do not hold shape {list(shape)} of {dtype.name}",
+                field=field_name(name),
             )
         return np.frombuffer(raw, dtype=dtype).reshape(shape)
     items: list[str | bytes] = []
     pos, end = 0, len(raw)
     while pos < end:
         if pos + 4 > end:
-            raise InvalidInput(f"input '{name}': truncated BYTES length prefix", field=name)
+            raise InvalidInput(f"input '{short(name)}': truncated BYTES length prefix", field=field_name(name))
         (n,) = struct.unpack_from("<I", raw, pos)
         pos += 4
         if pos + n > end:
-            raise InvalidInput(f"input '{name}': BYTES element overruns its tensor", field=name)
+            raise InvalidInput(f"input '{short(name)}': BYTES element overruns its tensor", field=field_name(name))
         item = bytes(raw[pos : pos + n])
         pos += n
         try:
@@ -207,7 +244,9 @@ def _from_binary(name: str, raw: memoryview, shape: tuple[int, ...], dtype: np.d
         except UnicodeDecodeError:
             items.append(item)
     if len(items) != count:
-        raise InvalidInput(f"input '{name}': {len(items)} BYTES elements for shape {list(shape)}", field=name)
+        raise InvalidInput(
+            f"input '{short(name)}': {len(items)} BYTES elements for shape {list(shape)}", field=field_name(name)
+        )
     out = np.empty(count, dtype=object)
     out[:] = items
     return out.reshape(shape)
@@ -228,10 +267,26 @@ def _from_json(name: str, data: Any, shape: tuple[int, ...], dtype: np.dtype[Any
                 raise ValueError(f"{dtype.name} data must be numbers")
             if (dtype.kind == "b") != (arr.dtype.kind == "b"):
                 raise ValueError("BOOL data must be true/false, and only BOOL data may be")
-            arr = arr.astype(dtype, copy=False)
+            arr = _fit_datatype(arr, dtype)
         return arr.reshape(shape)
-    except ValueError as exc:
-        raise InvalidInput(f"input '{name}': {exc} (shape {list(shape)})", field=name) from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise InvalidInput(
+            f"input '{short(name)}': {short(exc, 200)} (shape {list(shape)})", field=field_name(name)
+        ) from None
+
+
+def _fit_datatype(arr: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
+    """Cast JSON numbers to the declared v2 datatype, refusing values it cannot hold (never wrap or overflow)."""
+    if arr.size and dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if int(arr.min()) < info.min or int(arr.max()) > info.max:
+            raise ValueError(f"a value is out of range for {dtype.name} [{info.min}, {info.max}]")
+    elif arr.size and dtype.kind == "f" and arr.dtype.itemsize > dtype.itemsize:
+        limit = float(np.finfo(dtype).max)
+        with np.errstate(invalid="ignore"):
+            if (np.isfinite(arr) & (np.abs(arr) > limit)).any():
+                raise ValueError(f"a value is out of range for {dtype.name} (at most {limit:g})")
+    return arr.astype(dtype, copy=False)
 
 
 def encode_infer(

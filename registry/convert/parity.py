@@ -49,7 +49,7 @@ def check_parity(
 ) -> tuple[Parity, str | None]:
     """Compare ``converted`` (runtime ``onnx``) with its pyfunc; returns the result and, on failure, why."""
     if signature is None or not signature.inputs:
-        return Parity(0, math.inf, ATOL, False), "no input signature to build comparison rows from"
+        return Parity(0, math.inf, ATOL, False, RTOL), "no input signature to build comparison rows from"
     example_cols = records_to_columns(example, signature)
     candidates: list[dict[str, np.ndarray]] = []
     try:
@@ -60,12 +60,12 @@ def check_parity(
     if example_cols:
         candidates.append(example_cols)
     if not candidates:
-        return Parity(0, math.inf, ATOL, False), "no input example and no way to generate rows"
+        return Parity(0, math.inf, ATOL, False, RTOL), "no input example and no way to generate rows"
 
     try:
         predict = load_pyfunc(converted, signature)
     except Exception as exc:
-        return Parity(0, math.inf, ATOL, False), f"pyfunc failed to load: {first_line(exc)}"
+        return Parity(0, math.inf, ATOL, False, RTOL), f"pyfunc failed to load: {first_line(exc)}"
     columns, expected, errors = None, None, []
     for cand in candidates:
         try:
@@ -74,19 +74,19 @@ def check_parity(
         except Exception as exc:
             errors.append(first_line(exc))
     if columns is None or expected is None:
-        return Parity(0, math.inf, ATOL, False), f"pyfunc failed on the comparison rows: {errors[0]}"
+        return Parity(0, math.inf, ATOL, False, RTOL), f"pyfunc failed on the comparison rows: {errors[0]}"
     n = len(expected)
     try:
         outputs = run_onnx(converted, columns, signature)
     except Exception as exc:
-        return Parity(n, math.inf, ATOL, False), f"onnxruntime failed: {first_line(exc)}"
+        return Parity(n, math.inf, ATOL, False, RTOL), f"onnxruntime failed: {first_line(exc)}"
 
     checks = [(str(converted.prediction_output), prediction(converted, outputs), expected)]
     if reference is not None:
         try:
             native = reference(model_input(columns, signature)[0])
         except Exception as exc:
-            return Parity(n, math.inf, ATOL, False), f"native predict failed: {first_line(exc)}"
+            return Parity(n, math.inf, ATOL, False, RTOL), f"native predict failed: {first_line(exc)}"
         checks += [(name, outputs[name], ref) for name, ref in native.items()]
     worst, problems = 0.0, []
     for name, got, ref in checks:
@@ -95,7 +95,7 @@ def check_parity(
         if problem:
             problems.append(problem)
     detail = f"{'; '.join(problems)} on {n} rows" if problems else None
-    return Parity(n, worst, ATOL, not problems), detail
+    return Parity(n, worst, ATOL, not problems, RTOL), detail
 
 
 def run_onnx(

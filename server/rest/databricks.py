@@ -27,7 +27,7 @@ from server.ops.gate import Gate
 from server.ops.identity import Level, Resource
 from server.rest import permissions
 from server.rest.guard import caller
-from server.rest.routes import read_body, read_json
+from server.rest.routes import IGNORED_HEADER, read_body, read_json
 
 router = APIRouter(tags=["databricks serving endpoints"])
 router.include_router(permissions.router)
@@ -189,7 +189,11 @@ async def _invoke(request: Request, name: str, served: str | None) -> Response:
     state.batch_rows, state.batch_requests = prediction.batch_rows, prediction.batch_requests
     state.served_entity = served_name
     state.response = prediction.mlflow_json()
-    return Response(state.response, media_type="application/json", headers={"served-model-name": served_name})
+    ignored = prediction.ignored_text
+    headers = {"served-model-name": served_name} | ({IGNORED_HEADER: ignored} if ignored else {})
+    if ignored:
+        state.ignored = ignored
+    return Response(state.response, media_type="application/json", headers=headers)
 
 
 @router.get(

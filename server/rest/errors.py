@@ -131,9 +131,7 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 def _allowed(request: Request) -> list[str]:
     """The methods some route fully matches at this path (asked of every route, included routers too)."""
     routes = request.app.router.routes
-    return [
-        m for m in _METHODS if any(r.matches({**request.scope, "method": m})[0] == Match.FULL for r in routes)
-    ]
+    return [m for m in _METHODS if any(r.matches({**request.scope, "method": m})[0] == Match.FULL for r in routes)]
 
 
 async def validation_error(request: Request, exc: Exception) -> Response:

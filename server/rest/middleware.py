@@ -16,7 +16,9 @@ from server.ops.record import Recorder
 access_log = logging.getLogger("modelport.access")
 
 HEADER = b"x-request-id"
-_LOG_KEYS = ("principal", "endpoint", "model", "alias", "version", "rows", "batch_rows", "batch_requests", "error")
+_LOG_KEYS = (
+    "principal", "endpoint", "model", "alias", "version", "rows", "batch_rows", "batch_requests", "ignored", "error",
+)  # fmt: skip
 # Request ids: a random per-process prefix and a counter (unique, and no getrandom() syscall per request).
 _PREFIX = os.urandom(8).hex()
 _COUNTER = count(1)

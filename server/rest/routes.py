@@ -56,10 +56,19 @@ async def read_json(request: Request, limit: int) -> Any:
         raise InvalidInput(f"request body is not valid JSON: {exc}", field="body") from None
 
 
-def note_prediction(state: dict[str, Any], prediction: Prediction) -> None:
-    """Put what the access log reports about a prediction into the request state."""
+IGNORED_HEADER = "X-Modelport-Ignored"
+
+
+def note_prediction(state: dict[str, Any], prediction: Prediction) -> dict[str, str]:
+    """Put what the access log reports about a prediction into the request state; returns the response headers
+    it needs (``X-Modelport-Ignored`` naming the columns and params that were ignored, as MLflow ignores them)."""
     state["model"], state["version"], state["rows"] = prediction.name, prediction.version, prediction.rows
     state["batch_rows"], state["batch_requests"] = prediction.batch_rows, prediction.batch_requests
+    ignored = prediction.ignored_text
+    if ignored is None:
+        return {}
+    state["ignored"] = ignored
+    return {IGNORED_HEADER: ignored}
 
 
 def media_type(content_type: str | None) -> str:
@@ -107,8 +116,8 @@ _SCORING_BODY = {
 
 
 def _respond(request: Request, prediction: Prediction) -> Response:
-    note_prediction(request.scope.setdefault("state", {}), prediction)
-    return Response(prediction.mlflow_json(), media_type="application/json")
+    headers = note_prediction(request.scope.setdefault("state", {}), prediction)
+    return Response(prediction.mlflow_json(), media_type="application/json", headers=headers)
 
 
 @router.post(

@@ -22,13 +22,14 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from server.columns import show_names
 from server.deployments import DeploymentInfo
 from server.errors import InferenceFailed, InvalidInput, ServingError
 from server.prediction import Prediction
 from server.rest.errors import headers_of, status_of
 from server.rest.routes import note_prediction, read_body
 from server.service import InferenceService
-from server.tensors import decode_infer, encode_infer
+from server.tensors import decode_infer, encode_infer, v2_datatype
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
@@ -87,7 +88,7 @@ async def infer(
     """Score one v2 ``infer`` request; ``header_length`` is the ``Inference-Header-Content-Length`` header."""
     length: int | None = None
     if header_length is not None:
-        if not header_length.strip().isdigit():
+        if not (header_length.strip().isascii() and header_length.strip().isdigit()):
             raise InvalidInput(f"{HEADER_LENGTH} must be a byte count", field="Inference-Header-Content-Length")
         length = int(header_length)
     if len(body) > _THREAD_DECODE_BYTES:
@@ -100,7 +101,9 @@ async def infer(
     if request.outputs:
         unknown = sorted(set(request.outputs) - set(outputs))
         if unknown:
-            raise InvalidInput(f"unknown output(s) {unknown}; the model gives {list(outputs)}", field="outputs")
+            raise InvalidInput(
+                f"unknown output(s) {show_names(unknown)}; the model gives {show_names(list(outputs))}", field="outputs"
+            )
         outputs = {k: outputs[k] for k in request.outputs}
         binary = {k for k, wants in request.outputs.items() if wants}
     else:
@@ -124,7 +127,9 @@ def _outputs(prediction: Prediction) -> dict[str, np.ndarray]:
 
 
 def model_metadata(info: DeploymentInfo) -> dict[str, Any]:
-    """The v2 model metadata: one input per signature column, the outputs ``infer`` answers with."""
+    """The v2 model metadata: one input per signature column, and the outputs ``infer`` answers with, typed as the
+    runtime produces them (an ONNX graph computing in float32 answers ``FP32`` even where the MLflow signature of
+    the original model says ``double``)."""
     return {
         "name": info.name,
         "versions": [info.version],
@@ -166,19 +171,36 @@ def _platform(info: DeploymentInfo) -> str:
 
 
 def _output_metadata(info: DeploymentInfo) -> list[dict[str, Any]]:
-    kind = info.output_kind
+    kind, dtypes = info.output_kind, info.output_dtypes
+    spec = info.signature.outputs[0] if len(info.signature.outputs) == 1 else None
+    declared = _V2_OF_TYPE.get(spec.type) if spec is not None else None
+
+    def datatype(output: str, fallback: str) -> str:
+        dtype = dtypes.get(output)
+        return v2_datatype(np.dtype(dtype)) if dtype is not None else fallback
+
     if kind.kind != "classification":
-        spec = info.signature.outputs[0] if len(info.signature.outputs) == 1 else None
-        datatype = _V2_OF_TYPE.get(spec.type, "FP32") if spec is not None else "FP32"
         shape = [-1, *spec.shape] if spec is not None and spec.shape else [-1]
-        return [{"name": "predictions", "datatype": datatype, "shape": shape}]
+        return [{"name": "predictions", "datatype": datatype("predictions", declared or "FP32"), "shape": shape}]
     n = len(kind.classes or ())
     label_type = "BYTES" if any(isinstance(c, str) for c in kind.classes or ()) else "INT64"
-    outputs = [{"name": "predictions", "datatype": "FP32" if kind.prediction_is_probabilities else label_type,
-                "shape": [-1, n] if kind.prediction_is_probabilities else [-1]}]  # fmt: skip
-    outputs.append({"name": "label", "datatype": label_type, "shape": [-1]})
-    outputs.append({"name": "probabilities", "datatype": "FP32", "shape": [-1, n]})
-    return outputs
+    proba = kind.prediction_is_probabilities
+    if dtypes:  # ONNX: the graph's outputs
+        preds = datatype("predictions", "FP32" if proba else label_type)
+        outputs = [{"name": "predictions", "datatype": preds, "shape": [-1, n] if proba else [-1]}]
+        if "label" in dtypes:
+            outputs.append({"name": "label", "datatype": datatype("label", label_type), "shape": [-1]})
+        if "probabilities" in dtypes:
+            outputs.append({"name": "probabilities", "datatype": datatype("probabilities", "FP32"), "shape": [-1, n]})
+        return outputs
+    if not proba:  # pyfunc returning labels: the label is the prediction
+        return [{"name": n_, "datatype": label_type, "shape": [-1]} for n_ in ("predictions", "label")]
+    probs = declared or "FP64"  # pyfunc returning probabilities (float64 from scikit-learn)
+    return [
+        {"name": "predictions", "datatype": probs, "shape": [-1, n]},
+        {"name": "label", "datatype": label_type, "shape": [-1]},
+        {"name": "probabilities", "datatype": probs, "shape": [-1, n]},
+    ]
 
 
 # -- routes -----------------------------------------------------------------------------------------------------------

@@ -10,47 +10,125 @@ the event loop only moves futures. A batch that is known to be cheap (its size c
 ``inline_below_ms`` at least ``_INLINE_AFTER`` times) runs on the event loop itself when batches run one at a time:
 for a few rows the thread hand-off (a wake-up, the GIL hand-over and back, a self-pipe write) costs more than the
 inference.
+
+Admission is by cost. The queue is full when it holds ``max_queue_requests`` requests, ``max_queue_rows`` rows or
+``max_queue_bytes`` bytes of inputs, or when the rows in it would take longer than ``max_queue_wait_s`` at the rate
+batches have been running. A door reserves a ``Slot`` before it reads a request's body (``reserve``, or
+``wait_slot``: a bounded waiting room that costs no read and no decode, where requests wait for room at most
+``max_queue_wait_s`` and are then refused with ``Overloaded``, the oldest served first unless the oldest has waited
+a quarter of that, when the newest go first so that the answers that do come come early); ``submit`` then takes the
+request without another check. Without a slot (``submit`` alone, ``check_room``), a full queue refuses at once.
+A queued request is removed when its caller is cancelled (the client went away), dropped with ``Overloaded`` when
+it has waited ``max_queue_wait_s``, and failed with ``InferenceTimeout`` at its deadline (``timeout_s``, or the
+earlier one a door set in ``DEADLINE``); none of those is ever run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from itertools import count
 from typing import Any
 
 import numpy as np
 
 from server.errors import InferenceFailed, InferenceTimeout, InvalidInput, Overloaded, ServerStopping
 from server.runtime.batch import rows, shape_key, split, stack
-from server.runtime.batching import BatcherConfig, BatcherStats, BatchRecord
+from server.runtime.batching import DEADLINE, SLOT, BatcherConfig, BatcherStats, BatchRecord
 
-__all__ = ["BatchRecord", "Batcher", "BatcherConfig", "BatcherStats", "RunBatch"]
+__all__ = ["DEADLINE", "SLOT", "BatchRecord", "Batcher", "BatcherConfig", "BatcherStats", "RunBatch", "Slot"]
 
 logger = logging.getLogger(__name__)
 
 #: Runs of a size class measured before its batches may run on the event loop.
 _INLINE_AFTER = 8
 
+#: Bytes counted per element of an object array (a Python ``str`` is ~50 bytes plus its text; the array holds a
+#: pointer, which ``nbytes`` already counts).
+_OBJECT_BYTES = 64
+
+#: Requests that may wait for room (``wait_slot``) per ``max_queue_requests``, unless ``max_waiting_requests`` says.
+_WAITING_PER_QUEUED = 4
+#: The waiting room serves the newest first once its oldest has waited this fraction of ``max_queue_wait_s``.
+_LIFO_AFTER = 0.25
+
 RunBatch = Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]]
 
 
+class Slot:
+    """Room for one request in a batcher's queue, reserved before its body is read or decoded.
+
+    ``submit`` in the same task (``SLOT``) takes the request in this room without checking again; ``release`` gives
+    the room back when the request ends without being submitted (idempotent).
+    """
+
+    __slots__ = ("_batcher", "live", "rows")
+
+    def __init__(self, batcher: Batcher, rows: int) -> None:
+        self._batcher = batcher
+        self.rows = rows
+        self.live = True
+
+    def release(self) -> None:
+        if self.live:
+            self.live = False
+            batcher = self._batcher
+            batcher._reserved_n -= 1
+            batcher._reserved_rows -= self.rows
+            if batcher._waiters:
+                batcher._grant()
+
+
+class _Waiter:
+    __slots__ = ("future", "since")
+
+    def __init__(self, future: asyncio.Future[Slot], since: float) -> None:
+        self.future = future
+        self.since = since
+
+
 class _Request:
-    __slots__ = ("deadline", "feeds", "future", "key", "rows", "submitted")
+    __slots__ = ("deadline", "expires", "feeds", "future", "key", "nbytes", "queue_deadline", "queued", "rows",
+                 "submitted")  # fmt: skip
 
     def __init__(
-        self, feeds: Mapping[str, np.ndarray] | None, n: int, key: Hashable, future: asyncio.Future[Any], t: float
+        self,
+        feeds: Mapping[str, np.ndarray] | None,
+        n: int,
+        key: Hashable,
+        future: asyncio.Future[Any],
+        t: float,
+        nbytes: int = 0,
+        expires: float = 0.0,
+        queue_deadline: float = math.inf,
     ) -> None:
         self.feeds = feeds
         self.rows = n
         self.key = key
         self.future = future
         self.submitted = t
-        self.deadline = 0.0
+        self.expires = expires  # submitted + timeout_s: ascending in submit order
+        self.deadline = expires  # the earlier of expires and the caller's own deadline
+        self.queue_deadline = queue_deadline  # submitted + max_queue_wait_s
+        self.nbytes = nbytes
+        self.queued = True
+
+
+def input_bytes(feeds: Mapping[str, np.ndarray]) -> int:
+    """What a request's inputs hold in memory: array bytes, plus an estimate for the objects of object arrays."""
+    total = 0
+    for arr in feeds.values():
+        total += arr.nbytes
+        if arr.dtype.hasobject:
+            total += _OBJECT_BYTES * arr.size
+    return total
 
 
 class _BatchError(Exception):
@@ -80,12 +158,41 @@ class Batcher:
         self._name = name
         self._label = f"model {name!r}" if name else "the batcher"
         self._delay_s = config.max_delay_ms / 1000.0
+        # Queued requests in submit order (entries whose future is done are dead: skipped, popped lazily).
         self._queue: deque[_Request] = deque()
         # Every unresolved request in submit order; with one timeout for all, deadlines are ascending, so a single
-        # timer for the oldest one enforces them all (no per-request timer handles on the hot path).
+        # timer for the oldest one enforces them all (no per-request timer handles on the hot path). Queue-time
+        # deadlines are ascending in the queue's order too; only callers' own deadlines need a heap (``_early``).
         self._pending: deque[_Request] = deque()
+        self._early: list[tuple[float, int, _Request]] = []
+        self._seq = count()
         self._expiry: asyncio.TimerHandle | None = None
+        self._expiry_at = math.inf
+        # Live queued requests, their rows and input bytes (exact: updated when a request leaves the queue).
+        self._queued_n = 0
         self._queued_rows = 0
+        self._queued_bytes = 0
+        self._rows_limit = config.queue_rows_limit
+        self._max_requests = config.max_queue_requests
+        self._max_bytes = config.max_queue_bytes
+        self._queue_wait_s = config.max_queue_wait_s
+        self._queue_wait_inf = math.inf if config.max_queue_wait_s is None else config.max_queue_wait_s
+        self._timeout_s = config.timeout_s
+        self._row_s = 0.0  # seconds per row of recent batches (moving average): the expected-wait estimate
+        self._wait_rows = math.inf  # queued rows that take max_queue_wait_s at that speed
+        # Slots reserved by doors and not yet submitted (rows estimated from recent requests), and the waiting room.
+        self._reserved_n = 0
+        self._reserved_rows = 0
+        self._avg_rows = 1.0
+        self._waiters: deque[_Waiter] = deque()
+        self._waiting_n = 0
+        self._max_waiting = (
+            _WAITING_PER_QUEUED * config.max_queue_requests
+            if config.max_waiting_requests is None
+            else config.max_waiting_requests
+        )
+        self._wait_bound_s = config.max_queue_wait_s if config.max_queue_wait_s is not None else config.timeout_s
+        self._refused = self._dropped = self._abandoned = 0
         self._in_flight = 0
         self._running: dict[asyncio.Future[Any], list[_Request]] = {}
         self._listeners: list[Callable[[BatchRecord], None]] = []
@@ -123,6 +230,7 @@ class Batcher:
             timeout_s: Longest wait for the drain; after it, whatever is left fails with ``ServerStopping``.
         """
         self._stopping = True
+        self._fail_waiters()
         worker = self._worker
         if worker is None or self._wake is None:
             return
@@ -139,6 +247,8 @@ class Batcher:
             self._expiry.cancel()
             self._expiry = None
         self._pending.clear()
+        self._early.clear()
+        self._fail_waiters()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -159,37 +269,230 @@ class Batcher:
             requests=self._requests,
             rows=self._rows,
             max_rows_seen=self._max_rows,
-            queue_depth=sum(1 for req in self._queue if not req.future.done()),
+            queue_depth=self._queued_n,
             in_flight=self._in_flight,
             last=self._last,
             failed_batches=self._failed,
             timeouts=self._timeouts,
             max_batch_rows=self._config.max_batch_rows,
             inline_batches=self._inline_batches,
+            queued_rows=self._queued_rows,
+            queued_bytes=self._queued_bytes,
+            refused=self._refused,
+            dropped=self._dropped,
+            abandoned=self._abandoned,
+            waiting=self._waiting_n,
+            reserved=self._reserved_n,
         )
+
+    # ------------------------------------------------------------------ admission
+
+    def check_room(self, rows: int = 1, nbytes: int = 1) -> None:
+        """Raise ``Overloaded`` unless a request of ``rows`` rows and ``nbytes`` input bytes would be queued now.
+
+        Costs a few comparisons: doors call it before reading or decoding a body (with the defaults: "is there any
+        room at all"), so a refusal costs no decoding. ``submit`` checks again with the exact figures. A task that
+        holds a slot here (``SLOT``) has its room already.
+        """
+        held = self._queued_n + self._reserved_n
+        if held and (
+            held >= self._max_requests
+            or self._queued_rows + self._reserved_rows + rows > self._rows_limit
+            or self._queued_bytes + nbytes > self._max_bytes
+            or self._queued_rows > self._wait_rows
+        ):
+            slot = SLOT.get()
+            if slot is None or not slot.live or slot._batcher is not self:
+                self._refuse(max(rows, 1), max(nbytes, 1))
+
+    def _full(self, n: int, nbytes: int) -> bool:
+        """Whether one more request of ``n`` rows and ``nbytes`` bytes does not fit (the queue or its reservations
+        are not empty)."""
+        return (
+            self._queued_n + self._reserved_n >= self._max_requests
+            or self._queued_rows + self._reserved_rows + n > self._rows_limit
+            or self._queued_bytes + nbytes > self._max_bytes
+            or self._queued_rows > self._wait_rows
+        )
+
+    def has_room(self) -> bool:
+        """Whether a request of the usual size would be queued now (and nobody waits for room before it)."""
+        if self._stopping or self._waiting_n:
+            return False
+        held = self._queued_n + self._reserved_n
+        return not held or not (
+            held >= self._max_requests
+            or self._queued_rows + self._reserved_rows + self._avg_rows > self._rows_limit
+            or self._queued_bytes >= self._max_bytes
+            or self._queued_rows > self._wait_rows
+        )
+
+    def reserve(self) -> Slot | None:
+        """A slot for one request of the usual size, when there is room now and nobody waits for it; else ``None``."""
+        if self._stopping or self._waiting_n:
+            return None
+        rows = int(self._avg_rows + 0.5) or 1
+        if self._queued_n + self._reserved_n and self._full(rows, 1):
+            return None
+        return self._slot(rows)
+
+    def _slot(self, rows: int) -> Slot:
+        self._reserved_n += 1
+        self._reserved_rows += rows
+        return Slot(self, rows)
+
+    async def wait_slot(self) -> Slot:
+        """A slot, waiting for room when there is none (no read, no decode meanwhile).
+
+        Raises:
+            Overloaded: no room within ``max_queue_wait_s`` (``timeout_s`` when unbounded), or too many waiting.
+            InferenceTimeout: the caller's ``DEADLINE`` passed first.
+            ServerStopping: ``stop()`` was called.
+        """
+        slot = self.reserve()
+        if slot is not None:
+            return slot
+        if self._stopping:
+            raise ServerStopping(f"{self._label} is stopping and accepts no new requests")
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("Batcher.start() was not called")
+        if self._waiting_n >= self._max_waiting:
+            if not self._max_waiting:
+                self._refuse(int(self._avg_rows + 0.5) or 1, 1)  # no waiting room: say why the queue is full
+            self._refused += 1
+            raise Overloaded(f"{self._label} has {self._max_waiting} requests waiting for room; retry later")
+        now = loop.time()
+        deadline, client = now + self._wait_bound_s, DEADLINE.get()
+        own = client is not None and client < deadline
+        if own:
+            assert client is not None
+            deadline = client
+        waiter = _Waiter(loop.create_future(), now)
+        self._waiters.append(waiter)
+        self._waiting_n += 1
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await waiter.future
+        except BaseException as exc:
+            future = waiter.future
+            if not future.done() or future.cancelled():  # left the room without a slot
+                future.cancel()
+                self._waiting_n -= 1
+            elif future.exception() is None:  # granted just as the caller left (cancelled, timed out)
+                future.result().release()
+            if not isinstance(exc, TimeoutError):
+                raise
+            if own:
+                self._timeouts += 1
+                raise InferenceTimeout(f"no room in {self._label} before the request's deadline") from None
+            self._refused += 1
+            raise Overloaded(
+                f"{self._label} had no room for this request within {self._wait_bound_s:g}s; retry later"
+            ) from None
+
+    def _grant(self) -> None:
+        """Hand the room there is to waiting requests: the oldest first, the newest once the oldest waited long."""
+        waiters = self._waiters
+        if self._stopping:
+            self._fail_waiters()
+            return
+        assert self._loop is not None
+        lifo_after = self._loop.time() - _LIFO_AFTER * self._wait_bound_s
+        while waiters:
+            while waiters and waiters[0].future.done():
+                waiters.popleft()
+            while waiters and waiters[-1].future.done():
+                waiters.pop()
+            if not waiters:
+                return
+            rows = int(self._avg_rows + 0.5) or 1
+            if self._queued_n + self._reserved_n and self._full(rows, 1):
+                return
+            waiter = waiters.pop() if waiters[0].since < lifo_after else waiters.popleft()
+            self._waiting_n -= 1
+            waiter.future.set_result(self._slot(rows))
+
+    def _fail_waiters(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.future.done():
+                self._waiting_n -= 1
+                waiter.future.set_exception(ServerStopping(f"{self._label} stopped before this request had room"))
+        self._waiters.clear()
+
+    def _refuse(self, n: int, nbytes: int) -> None:
+        self._refused += 1
+        raise Overloaded(self._no_room(n, nbytes) or f"{self._label} is full; retry later")
+
+    def _no_room(self, n: int, nbytes: int) -> str | None:
+        """Why one more request of ``n`` rows and ``nbytes`` bytes does not fit (the queue is not empty)."""
+        config = self._config
+        if self._queued_n >= config.max_queue_requests:
+            return f"{self._label} has {config.max_queue_requests} requests queued; retry later"
+        if self._queued_rows + n > self._rows_limit:
+            return f"{self._label} has {self._queued_rows} rows queued (limit {self._rows_limit}); retry later"
+        if self._queued_bytes + nbytes > config.max_queue_bytes:
+            return (
+                f"{self._label} has {self._queued_bytes} bytes of inputs queued (limit {config.max_queue_bytes}); "
+                "retry later"
+            )
+        if self._queued_rows > self._wait_rows:
+            wait = self._queued_rows * self._row_s / config.max_concurrent_batches
+            if wait > 0:
+                return (
+                    f"{self._label} would queue this request for about {wait:.2f}s "
+                    f"(limit {self._queue_wait_s}s); retry later"
+                )
+        return None
+
+    def _unqueue(self, req: _Request) -> None:
+        req.queued = False
+        self._queued_n -= 1
+        self._queued_rows -= req.rows
+        self._queued_bytes -= req.nbytes
+        if self._waiters:
+            self._grant()
+
+    def _forget(self, req: _Request) -> None:
+        """A dead entry leaves the queue's deque: if its caller was cancelled and has not resumed yet, account here."""
+        if req.queued:
+            self._unqueue(req)
+            self._abandoned += 1
+
+    def _fail_one(self, req: _Request, exc: Exception) -> None:
+        if req.queued:
+            self._unqueue(req)
+        req.future.set_exception(exc)
 
     # ------------------------------------------------------------------ requests
 
-    async def submit(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def submit(self, feeds: Mapping[str, np.ndarray], *, deadline: float | None = None) -> dict[str, np.ndarray]:
         """Queue one request and wait for its rows of the batch result (see ``submit_traced``)."""
-        outputs, _ = await self.submit_traced(feeds)
+        outputs, _ = await self.submit_traced(feeds, deadline=deadline)
         return outputs
 
-    async def submit_traced(self, feeds: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], BatchRecord]:
+    async def submit_traced(
+        self, feeds: Mapping[str, np.ndarray], *, deadline: float | None = None
+    ) -> tuple[dict[str, np.ndarray], BatchRecord]:
         """Queue one request and wait for its rows of the batch result, with the record of the batch it ran in.
 
         Args:
             feeds: One array per input; the leading dimension is the request's row count.
+            deadline: When the caller stops waiting, on the loop's clock (default: ``DEADLINE``, else none beyond
+                ``timeout_s``); a request still queued or running then fails with ``InferenceTimeout``.
 
         Returns:
             One array per output with the request's rows, and the record of its batch.
 
         Raises:
             InvalidInput: the inputs disagree on the row count.
-            Overloaded: the queue is full.
-            InferenceTimeout: no result within ``timeout_s``.
+            Overloaded: no room in the queue (requests, rows, bytes or expected wait), or dropped after waiting
+                ``max_queue_wait_s``.
+            InferenceTimeout: no result within ``timeout_s`` or before ``deadline``.
             InferenceFailed: the model raised or returned a malformed result.
             ServerStopping: ``stop()`` was called.
+
+        Cancelling the caller (a client that went away) removes a queued request; it is never run.
         """
         if self._stopping:
             raise ServerStopping(f"{self._label} is stopping and accepts no new requests")
@@ -200,45 +503,108 @@ class Batcher:
             n = rows(feeds)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from exc
-        limit = self._config.max_queue_requests
-        if len(self._queue) >= limit and self._purge() >= limit:
-            raise Overloaded(f"{self._label} has {limit} requests queued; retry later")
-        future: asyncio.Future[tuple[dict[str, np.ndarray], BatchRecord]] = loop.create_future()
+        nbytes = 0
+        for arr in feeds.values():
+            nbytes += arr.nbytes
+            if arr.dtype.hasobject:
+                nbytes += _OBJECT_BYTES * arr.size
+        slot = SLOT.get()
+        if slot is not None and slot.live and slot._batcher is self:  # admitted by its door: room reserved
+            slot.live = False
+            self._reserved_n -= 1
+            self._reserved_rows -= slot.rows
+        else:
+            slot = None
+            held = self._queued_n + self._reserved_n
+            if held and (
+                held >= self._max_requests
+                or self._queued_rows + self._reserved_rows + n > self._rows_limit
+                or self._queued_bytes + nbytes > self._max_bytes
+                or self._queued_rows > self._wait_rows
+            ):
+                self._refuse(n, nbytes)
+        self._avg_rows += (n - self._avg_rows) * 0.125
         now = loop.time()
-        req = _Request(feeds, n, shape_key(feeds), future, now)
-        req.deadline = now + self._config.timeout_s
+        if deadline is None:
+            deadline = DEADLINE.get()
+        future: asyncio.Future[tuple[dict[str, np.ndarray], BatchRecord]] = loop.create_future()
+        expires = now + self._timeout_s
+        req = _Request(feeds, n, shape_key(feeds), future, now, nbytes, expires, now + self._queue_wait_inf)
+        if deadline is not None and deadline < expires:
+            if deadline <= now:
+                self._timeouts += 1
+                raise InferenceTimeout(f"the request's deadline passed before {self._label} could queue it")
+            req.deadline = deadline
+            heapq.heappush(self._early, (deadline, next(self._seq), req))
         self._queue.append(req)
         self._pending.append(req)
+        self._queued_n += 1
         self._queued_rows += n
-        if self._expiry is None:
-            self._expiry = loop.call_at(req.deadline, self._expire)
+        self._queued_bytes += nbytes
+        if len(self._queue) > 2 * self._queued_n + 64:
+            self._queue = deque(r for r in self._queue if r.queued)  # drop dead entries left mid-queue
+        first = req.deadline if req.deadline < req.queue_deadline else req.queue_deadline
+        if first < self._expiry_at:
+            self._arm(first)
+        if slot is not None and self._waiters and slot.rows > n:
+            self._grant()  # it took less room than reserved
         wake.set()
-        return await future  # cancelled with the caller: the worker then skips the request
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if req.queued:  # the caller went away while the request waited: it leaves the queue, never runs
+                self._unqueue(req)
+                self._abandoned += 1
+            raise
+
+    def _arm(self, when: float) -> None:
+        assert self._loop is not None
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry_at = when
+        self._expiry = self._loop.call_at(when, self._expire)
 
     def _expire(self) -> None:
-        """Timer: fail requests past their deadline (queued ones are then skipped), re-arm for the next one."""
+        """Timer: drop requests past their queue-time bound, fail those past their deadline (both leave the queue
+        and never run), then re-arm for the next deadline."""
         assert self._loop is not None
-        self._expiry = None
-        pending = self._pending
+        self._expiry, self._expiry_at = None, math.inf
         now = self._loop.time() + 1e-3  # timers may fire a hair early
+        queue, pending, early = self._queue, self._pending, self._early
+        next_at = math.inf
+        while queue:  # queue-time bound: queue deadlines ascend in the queue's (submit) order
+            req = queue[0]
+            if req.queued and not req.future.done():
+                if req.queue_deadline > now:
+                    next_at = req.queue_deadline
+                    break
+                self._dropped += 1
+                self._fail_one(
+                    req,
+                    Overloaded(f"{self._label} could not start this request within {self._queue_wait_s}s; retry later"),
+                )
+            queue.popleft()
+            self._forget(req)
         while pending:
             req = pending[0]
             if not req.future.done():
-                if req.deadline > now:
-                    self._expiry = self._loop.call_at(req.deadline, self._expire)
-                    return
+                if req.expires > now:
+                    next_at = min(next_at, req.expires)
+                    break
                 self._timeouts += 1
-                req.future.set_exception(
-                    InferenceTimeout(f"{self._label} gave no result within {self._config.timeout_s}s")
-                )
+                self._fail_one(req, InferenceTimeout(f"{self._label} gave no result within {self._config.timeout_s}s"))
             pending.popleft()
-
-    def _purge(self) -> int:
-        """Drop requests whose caller went away or timed out; return the queue length."""
-        live = deque(req for req in self._queue if not req.future.done())
-        self._queued_rows = sum(req.rows for req in live)
-        self._queue = live
-        return len(live)
+        while early:
+            when, _, req = early[0]
+            if not req.future.done():
+                if when > now:
+                    next_at = min(next_at, when)
+                    break
+                self._timeouts += 1
+                self._fail_one(req, InferenceTimeout(f"{self._label} gave no result before the request's deadline"))
+            heapq.heappop(early)
+        if next_at < math.inf:
+            self._arm(next_at)
 
     # ------------------------------------------------------------------ worker
 
@@ -263,10 +629,12 @@ class Batcher:
         finally:
             self._stopping = True
             for req in self._queue:
+                req.queued = False
                 if not req.future.done():
                     req.future.set_exception(ServerStopping(f"{self._label} stopped before running this request"))
             self._queue.clear()
-            self._queued_rows = 0
+            self._queued_n = self._queued_rows = self._queued_bytes = 0
+            self._fail_waiters()
 
     async def _collect(self) -> None:
         """While another batch runs, wait up to max_delay for more rows (ends early when the runtime goes idle)."""
@@ -288,13 +656,13 @@ class Batcher:
         queue, max_rows = self._queue, self._config.max_batch_rows
         batch: list[_Request] = []
         skipped: list[_Request] = []
-        total = 0
+        total = taken_bytes = 0
         key: Hashable = None
         while queue:
             req = queue[0]
-            if req.future.done():  # cancelled by its caller or timed out while queued
+            if not req.queued or req.future.done():  # it left: caller gone, timed out or dropped
                 queue.popleft()
-                self._queued_rows -= req.rows
+                self._forget(req)
                 continue
             if not batch:
                 key = req.key
@@ -304,13 +672,20 @@ class Batcher:
             if batch and total + req.rows > max_rows:
                 break
             queue.popleft()
-            self._queued_rows -= req.rows
+            req.queued = False
             batch.append(req)
             total += req.rows
+            taken_bytes += req.nbytes
             if total >= max_rows:
                 break
         if skipped:
             queue.extendleft(reversed(skipped))
+        if batch:
+            self._queued_n -= len(batch)
+            self._queued_rows -= total
+            self._queued_bytes -= taken_bytes
+            if self._waiters:
+                self._grant()
         return batch
 
     def _dispatch(self, batch: list[_Request]) -> None:
@@ -384,6 +759,11 @@ class Batcher:
         n_rows = sum(req.rows for req in batch)
         if error is None:
             self._learn(n_rows, run_s)
+            if n_rows:
+                row_s = run_s / n_rows
+                self._row_s = row_s = row_s if not self._row_s else 0.8 * self._row_s + 0.2 * row_s
+                if self._queue_wait_s is not None and row_s > 0:
+                    self._wait_rows = self._queue_wait_s * self._config.max_concurrent_batches / row_s
         record = BatchRecord(rows=n_rows, requests=len(batch), queue_wait_s=queue_wait, run_s=run_s, error=error)
         for req, part in zip(batch, parts, strict=False):
             if not req.future.done():

@@ -66,10 +66,15 @@ def test_optional_column_may_be_missing_or_null(decoder: Decoder) -> None:
 
 def test_params_are_kept_and_checked(decoder: Decoder) -> None:
     out = decoder.decode_json(b'{"data": [[1, "a", 1, true]], "params": {"horizon": 3}}')
-    assert out.params == {"horizon": 3}
+    assert out.params == {"horizon": 3} and out.ignored == ()
+    lenient = decoder.decode_json(b'{"data": [[1, "a", 1, true]], "params": {"depth": 3, "horizon": 2}}')
+    assert lenient.params == {"horizon": 2} and lenient.ignored == ("params.depth",)
     with pytest.raises(InvalidInput) as err:
-        decoder.decode_json(b'{"data": [[1, "a", 1, true]], "params": {"depth": 3}}')
+        Decoder(SIG, strict=True).decode_json(b'{"data": [[1, "a", 1, true]], "params": {"depth": 3}}')
     assert err.value.field == "params.depth"
+    with pytest.raises(InvalidInput, match="param 'horizon' must be long") as err:
+        decoder.decode_json(b'{"data": [[1, "a", 1, true]], "params": {"horizon": "soon"}}')
+    assert err.value.field == "params.horizon"
 
 
 @pytest.mark.parametrize(
@@ -89,16 +94,6 @@ def test_params_are_kept_and_checked(decoder: Decoder) -> None:
         (b'{"data": [[2025, "a", null, true]]}', "units", "null"),
         (b'{"data": [[2025, "a", 1, "yes"]]}', "promo", "true or false"),
         (b'{"dataframe_records": [{"product": "a", "units": 1}]}', "year", "missing"),
-        (
-            b'{"dataframe_records": [{"year": 1, "product": "a", "units": 1, "colour": "red"}]}',
-            "dataframe_records[0].colour",
-            "unknown column",
-        ),
-        (
-            b'{"dataframe_split": {"columns": ["year", "product", "units", "size"], "data": [[1, "a", 1, 2]]}}',
-            "size",
-            "unknown column",
-        ),
         (b'{"dataframe_records": [1, 2]}', "dataframe_records[0]", "object"),
         (b'{"dataframe_split": [1]}', "dataframe_split", "'data'"),
         (b'{"data": [[1, "a", 1e400, true]]}', "body", "JSON"),
@@ -109,6 +104,33 @@ def test_bad_input_names_the_field(decoder: Decoder, body: bytes, field: str, wo
         decoder.decode_json(body)
     assert err.value.field == field
     assert words in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "ignored"),
+    [
+        (
+            b'{"dataframe_records": [{"year": 1, "product": "a", "units": 1, "colour": "red"}]}',
+            "dataframe_records[0].colour",
+            ("colour",),
+        ),
+        (
+            b'{"dataframe_split": {"columns": ["year", "product", "units", "size"], "data": [[1, "a", 1, 2]]}}',
+            "size",
+            ("size",),
+        ),
+        (b'{"inputs": [{"year": 1, "product": "a", "units": 1, "x": 1}], "extra": 1}', "extra", ("extra", "x")),
+    ],
+)
+def test_unknown_columns_are_ignored_like_mlflow_or_refused_when_strict(
+    decoder: Decoder, body: bytes, field: str, ignored: tuple[str, ...]
+) -> None:
+    out = decoder.decode_json(body)
+    assert out.rows == 1 and set(out.columns) == {"year", "product", "units", "promo"}
+    assert out.ignored == ignored
+    with pytest.raises(InvalidInput, match="unknown") as err:
+        Decoder(SIG, strict=True).decode_json(body)
+    assert err.value.field == field
 
 
 def test_too_many_rows_is_payload_too_large(decoder: Decoder) -> None:

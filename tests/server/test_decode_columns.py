@@ -51,7 +51,6 @@ def test_whole_floats_are_accepted_for_integer_columns_but_fractions_are_not() -
 @pytest.mark.parametrize(
     ("cols", "message", "field"),
     [
-        (_cols(color=np.array([1, 2])), "unknown inputs", "color"),
         ({"year": np.array([1]), "product": np.array(["a"], dtype=object)}, "missing required column 'units'",
          "units"),
         (_cols(units=np.array([1.0])), "different lengths", "units"),
@@ -67,6 +66,16 @@ def test_bad_columns_name_the_field(cols: dict[str, np.ndarray], message: str, f
     with pytest.raises(InvalidInput, match=message) as err:
         Decoder(SIG).decode_columns(cols)
     assert err.value.field == field
+
+
+def test_unknown_columns_are_ignored_unless_strict() -> None:
+    out = Decoder(SIG).decode_columns(_cols(color=np.array([1, 2])))
+    assert out.ignored == ("color",) and "color" not in out.columns
+    with pytest.raises(InvalidInput, match="unknown inputs") as err:
+        Decoder(SIG).decode_columns(_cols(color=np.array([1, 2])), strict=True)
+    assert err.value.field == "color"
+    with pytest.raises(InvalidInput, match="unknown inputs"):
+        Decoder(SIG, strict=True).decode_columns(_cols(color=np.array([1, 2])))
 
 
 def test_optional_column_nulls_become_nan() -> None:

@@ -98,7 +98,7 @@ async def test_path_errors(client: httpx.AsyncClient) -> None:
 
 async def test_overload_is_503_with_retry_after() -> None:
     gate = Gate()
-    dep = fake_deployment(gate, config=BatcherConfig(max_queue_requests=1))
+    dep = fake_deployment(gate, config=BatcherConfig(max_queue_requests=1, max_waiting_requests=0))
     async with _client(dep) as (client, _):
         async with anyio.create_task_group() as tg:
             results: list[httpx.Response] = []
