@@ -110,6 +110,7 @@ def build(settings: Settings, *, mcp: bool = True, progress: Progress | None = N
         exact_aliases=settings.policy.mode == "registry",
         strict_inputs=settings.strict_inputs,
     )
+    service.max_inflight_body_bytes = settings.max_inflight_body_bytes
     follower = AliasFollower(manager, registry, interval_s=settings.promotion.poll_interval_s)
     secret = settings.promotion.webhook_secret
     receiver = WebhookReceiver(
@@ -188,7 +189,7 @@ def serve(settings: Settings, *, progress: Progress | None = None) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=30,
-        http=SingleWriteProtocol,
+        http=SingleWriteProtocol.with_limits(settings.http),
         ssl_certfile=None if settings.ssl_certfile is None else str(settings.ssl_certfile),
         ssl_keyfile=None if settings.ssl_keyfile is None else str(settings.ssl_keyfile),
     )

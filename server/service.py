@@ -375,7 +375,10 @@ class Admission:
         if batcher is None:
             return
         self.waiting = None
-        slot = await batcher.wait_slot()
+        try:
+            slot = await batcher.wait_slot()
+        except ServerStopping:
+            return  # replaced (hot swap) or unloaded meanwhile: the request path finds what serves the model now
         self.slot = slot
         SLOT.set(slot)
 

@@ -34,8 +34,9 @@ class BatchingSettings(BaseModel):
     max_queue_bytes: int = Field(256 * 1024 * 1024, ge=1)
     """Bytes of decoded inputs that may wait per model (strings estimated at 64 bytes each); 503 past it."""
     max_queue_wait_s: float | None = Field(5.0, gt=0)
-    """Longest wait in the queue: a request still queued after it is dropped with 503 instead of run late, and a
-    new one is refused at once when the rows ahead would take longer at the current speed. ``None`` = no bound."""
+    """Longest wait for a request: for room in a full queue (then 503), and in the queue (a request still queued
+    after it is dropped with 503 instead of run late). The queue also counts as full when its rows would take longer
+    than this at the current speed. ``None`` = no bound (the wait for room is then bounded by ``timeout_s``)."""
     max_waiting_requests: int | None = Field(None, ge=0)
     """Requests that may wait (unread, undecoded) for room in a full queue, at most ``max_queue_wait_s``; past it,
     503 at once. ``None`` = 4 x ``max_queue_requests``; 0 = a full queue refuses at once (fail fast)."""

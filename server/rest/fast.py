@@ -31,7 +31,7 @@ from server.ops.record import Recorder
 from server.rest import errors
 from server.rest.guard import RestGuard
 from server.rest.middleware import HEADER, log_request, request_id_from
-from server.rest.protocol import CANCEL_ON_DISCONNECT
+from server.rest.protocol import CANCEL_ON_DISCONNECT, CANCELLED
 from server.rest.routes import note_prediction, score, single_model
 from server.rest.v2 import HEADER_LENGTH, Reply, error_reply, infer
 from server.service import Admission, InferenceService
@@ -126,9 +126,6 @@ class ScoringFastPath:
             except _Disconnected:
                 status = 499
                 return
-            except asyncio.CancelledError:
-                status = 499  # cancelled by the protocol: the client went away while its request waited
-                raise
             except ServingError as exc:
                 state["error"] = exc.message
                 if scope["path"].startswith("/v2/"):
@@ -147,6 +144,13 @@ class ScoringFastPath:
             state["response"] = reply.body
             await send({"type": "http.response.start", "status": status, "headers": out})
             await send({"type": "http.response.body", "body": reply.body})
+        except asyncio.CancelledError:
+            status = 499
+            if scope.get(CANCELLED) is not True:
+                raise
+            task = asyncio.current_task()  # cancelled by the protocol: the client went away; the request ends here
+            if task is not None:
+                task.uncancel()
         finally:
             if admission is not None:
                 admission.release()

@@ -21,8 +21,9 @@ Limits (``HttpSettings``; docs/reliability.md "Limits"), none of which stock uvi
   urllib) then see ``ECONNRESET`` instead of the answer. An answer sent before the body was read keeps the
   connection alive when at most ``keep_alive_drain_bytes`` are still to come (uvicorn discards them).
 - **Client gone**: while the app has marked a request cancellable (``scope[CANCEL_ON_DISCONNECT]``, set by the
-  scoring fast path while it waits for the model), losing the connection cancels the request's task, so its queued
-  inference is dropped instead of computed for nobody; the cancellation ends there, quietly.
+  scoring fast path once the request is admitted), losing the connection cancels the request's task, so its waiting
+  or queued inference is dropped instead of computed for nobody; the app ends the request quietly on that
+  cancellation (``scope[CANCELLED]``).
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ from server.rest.errors import transport_error
 from server.settings import HttpSettings
 
 CANCEL_ON_DISCONNECT = "modelport.cancel_on_disconnect"
-"""Scope key: while true, the client going away cancels the request's task (``SingleWriteProtocol``)."""
-_CANCELLED = "modelport.cancelled"
+"""Scope key: while true, the client going away cancels the request's task (``SingleWriteProtocol``); the app must
+then end the request quietly on that ``CancelledError`` when ``scope[CANCELLED]`` is true (and raise it otherwise)."""
+CANCELLED = "modelport.cancelled"
+"""Scope key the protocol sets just before it cancels a request's task because the client went away."""
 
 # Where the connection is in reading a request. IDLE: between requests (waiting for the next head); HEAD: a request's
 # line and headers are arriving; BODY: its body is; LINGER: closing, the rest is discarded.
@@ -151,7 +154,7 @@ class SingleWriteProtocol(HttpToolsProtocol):
         if cycle is not None and task is not None and not cycle.response_complete and not task.done():
             scope: Any = cycle.scope
             if scope.get(CANCEL_ON_DISCONNECT):
-                scope[_CANCELLED] = True
+                scope[CANCELLED] = True
                 cycle.disconnected = True
                 task.cancel()
         super().connection_lost(exc)
@@ -265,7 +268,7 @@ class SingleWriteProtocol(HttpToolsProtocol):
     # ---------------------------------------------------------------- the app's task
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        run = cycle.run_asgi(self._cancellable if app is self.app else app)
+        run = cycle.run_asgi(app)
         if getattr(self.config, "reset_contextvars", False):
             task = self.loop.create_task(run, context=contextvars.Context())
         else:
@@ -273,16 +276,6 @@ class SingleWriteProtocol(HttpToolsProtocol):
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
         self._task, self._task_cycle = task, cycle
-
-    async def _cancellable(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await self.app(scope, receive, send)
-        except asyncio.CancelledError:
-            if scope.get(_CANCELLED) is not True:
-                raise
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()  # cancelled by connection_lost: the request ends here, quietly
 
     # ---------------------------------------------------------------- limits
 

@@ -36,9 +36,10 @@ class BatcherConfig:
             raises ``Overloaded`` (one request larger than the bound is still taken when nothing waits).
         max_queue_bytes: Bytes of queued inputs allowed to wait (array bytes, plus an estimate of 64 bytes per
             element of object arrays such as strings); past it, ``Overloaded``.
-        max_queue_wait_s: Longest a request may wait in the queue: one still queued after it is dropped with
-            ``Overloaded`` instead of being run late, and a new request is refused at once when the queued rows,
-            at the rate batches have been running, would take longer than this (``None``: no bound).
+        max_queue_wait_s: Longest a request may wait for room (``Batcher.wait_slot``) and in the queue: one still
+            waiting or queued after it gets ``Overloaded`` instead of being run late; the queue also counts as full
+            when its rows, at the rate batches have been running, would take longer than this (``None``: no bound;
+            the wait for room is then bounded by ``timeout_s``).
         max_waiting_requests: Requests that may wait for room before their body is read (``Batcher.wait_slot``;
             ``None``: 4 x ``max_queue_requests``; ``0``: none, a full queue refuses at once).
     """

@@ -276,3 +276,24 @@ async def test_a_large_body_reserves_its_room_before_it_is_read() -> None:
         assert reserved == [1] and h.dep.batcher.stats.reserved == 0
         status, _, _, _ = await h.raw(PATH, {"content-length": str(len(BODY))})  # small: no slot needed
         assert status == 200 and reserved == [1, 0]
+
+
+async def test_a_request_waiting_on_a_replaced_deployment_goes_on_without_a_slot() -> None:
+    """A hot swap stops the old batcher: its waiting room does not fail, the request path finds the new one."""
+    async with harness(BatcherConfig(max_queue_requests=1)) as (h, gate):
+        results: list[httpx.Response] = []
+        async with anyio.create_task_group() as tg:
+            await _busy(h, gate, tg, results, queued=1)
+            admission = h.service.admit("doubler", "champion", len(BODY))
+            assert admission.waiting is h.dep.batcher
+            waiting = asyncio.create_task(admission.ready())
+            with anyio.fail_after(WAIT_S):
+                while h.dep.batcher.stats.waiting < 1:
+                    await anyio.wait_all_tasks_blocked()
+            stopping = asyncio.create_task(h.dep.batcher.stop(timeout_s=WAIT_S))
+            with anyio.fail_after(WAIT_S):
+                await waiting  # no ServerStopping
+            assert admission.slot is None
+            admission.release()
+            gate.opened.set()
+            await stopping

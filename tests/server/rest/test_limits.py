@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gc
 import http.client
-import inspect
 import logging
 import socket
 import threading
@@ -342,7 +341,6 @@ def test_with_limits_keeps_the_protocol() -> None:
     protocol = SingleWriteProtocol.with_limits(limits)
     assert issubclass(protocol, SingleWriteProtocol) and protocol.limits is limits
     assert SingleWriteProtocol.limits == HttpSettings()
-    assert inspect.iscoroutinefunction(protocol._cancellable)
 
 
 def test_a_closed_connection_leaves_no_reference_cycle() -> None:
