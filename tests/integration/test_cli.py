@@ -6,7 +6,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import DemoRegistry
+from tests.processes import free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -31,11 +31,6 @@ def _env() -> dict[str, str]:
 def _run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=_env(), check=False)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_demo_is_idempotent(demo_registry: DemoRegistry) -> None:
@@ -108,7 +103,7 @@ def test_unknown_model_fails_visibly(demo_registry: DemoRegistry, tmp_path: Path
 
 @pytest.fixture
 def served(demo_registry: DemoRegistry) -> Iterator[tuple[str, queue.Queue[str]]]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [
             *CLI,
@@ -131,24 +126,13 @@ def served(demo_registry: DemoRegistry) -> Iterator[tuple[str, queue.Queue[str]]
     assert proc.stderr is not None
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True).start()  # type: ignore[union-attr]
     try:
-        _wait_for(lines, "Uvicorn running on", 120)
+        wait_for(lines, "Uvicorn running on", 120)
         yield f"http://127.0.0.1:{port}", lines
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
-        _wait_for(lines, '"event": "stopped"', 5)
+        wait_for(lines, '"event": "stopped"', 5)
 
-
-def _wait_for(lines: queue.Queue[str], needle: str, timeout: float) -> str:
-    seen = []
-    while True:
-        try:
-            line = lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"{needle!r} not logged; got:\n{''.join(seen)}") from None
-        seen.append(line)
-        if needle in line:
-            return line
 
 
 def test_serve_command_logs_json_and_answers_the_seed(
@@ -164,7 +148,7 @@ def test_serve_command_logs_json_and_answers_the_seed(
         assert r.status_code == 200 and r.json()["predictions"][0] > 0
         models = c.get("/models").json()["models"]
         assert {m["key"] for m in models} == {"sales_forecast@champion", "customer_ltv/1"}
-    access = json.loads(_wait_for(lines, '"seed-1"', 30))  # the access line (orjson: no spaces)
+    access = json.loads(wait_for(lines, '"seed-1"', 30))  # the access line (orjson: no spaces)
     assert access["status"] == 200 and access["model"] == "sales_forecast" and access["version"] == "1"
     assert access["batch_rows"] == 1 and access["latency_ms"] > 0
     r = _run("models", "--state-dir", str(demo_registry.state_dir), "--url", url)

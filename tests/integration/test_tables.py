@@ -7,7 +7,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ from deltalake import DeltaTable
 
 from server.ops.tables import InferenceTables
 from tests.conftest import DemoRegistry
+from tests.processes import free_port, wait_for
 from tests.server.ops.test_tables import exchange
 
 pytestmark = pytest.mark.integration
@@ -34,22 +34,6 @@ def _env() -> dict[str, str]:
     return env | {"PYTHONUNBUFFERED": "1"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_for(lines: queue.Queue[str], needle: str, timeout: float) -> str:
-    seen = []
-    while True:
-        try:
-            line = lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"{needle!r} not logged; got:\n{''.join(seen)}") from None
-        seen.append(line)
-        if needle in line:
-            return line
 
 
 def _usage(state_dir: Path, *args: str) -> dict[str, object]:
@@ -87,7 +71,7 @@ def test_requests_answered_before_sigterm_equal_rows_in_the_table(demo_registry:
         f"    capture: {{schema_name: {schema}}}\n"
         "tables: {flush_rows: 100000, flush_s: 3600}\n"  # nothing commits before shutdown: close() writes it all
     )
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [*CLI, "serve", "--config", str(config), "--port", str(port), "--state-dir", str(demo_registry.state_dir),
          "--log-format", "json"],
@@ -101,7 +85,7 @@ def test_requests_answered_before_sigterm_equal_rows_in_the_table(demo_registry:
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True).start()  # type: ignore[union-attr]
     answered: list[tuple[str, int]] = []
     try:
-        _wait_for(lines, "Uvicorn running on", 120)
+        wait_for(lines, "Uvicorn running on", 120)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             for i in range(40):
                 body = {"data": [[2025, "product_A", 10 + i]]} if i % 10 else {"data": [[2025]]}  # every 10th: 400

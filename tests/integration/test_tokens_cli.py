@@ -10,7 +10,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from server.ops.identity import Level
 from server.ops.tokens import TokenStore
 from server.tokens_cli import parse_duration, parse_grants
 from tests.conftest import DemoRegistry
+from tests.processes import free_port, wait_for
 
 CLI = [sys.executable, "-m", "server"]
 
@@ -278,28 +278,12 @@ def _write_tls(directory: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_for(lines: queue.Queue[str], needle: str, timeout: float) -> str:
-    seen: list[str] = []
-    while True:
-        try:
-            line = lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"{needle!r} not logged; got:\n{''.join(seen)}") from None
-        seen.append(line)
-        if needle in line:
-            return line
 
 
 @pytest.fixture
 def tls_server(demo_registry: DemoRegistry, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     ca, cert, key = _write_tls(tmp_path)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [
             *CLI, "serve", "models:/sales_forecast@champion", "--port", str(port),
@@ -321,7 +305,7 @@ def tls_server(demo_registry: DemoRegistry, tmp_path: Path) -> Iterator[tuple[st
 
     threading.Thread(target=pump, daemon=True).start()
     try:
-        _wait_for(lines, f"Uvicorn running on https://127.0.0.1:{port}", 120)
+        wait_for(lines, f"Uvicorn running on https://127.0.0.1:{port}", 120)
         yield f"https://127.0.0.1:{port}", ca
     finally:
         proc.send_signal(signal.SIGINT)
