@@ -83,15 +83,10 @@ def parse_limits(raw: Any, field_name: str = "rate_limits") -> tuple[RateLimit, 
     ``key`` defaults to ``endpoint`` (Databricks' default); per-group, per-service-principal and token-count limits
     are refused with a message that says so.
     """
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise InvalidInput(f"{field_name} must be a list of {{calls, key, renewal_period}} objects", field=field_name)
-    normalized = []
-    for i, item in enumerate(raw):
-        where = f"{field_name}[{i}]"
+    for i, item in enumerate(raw if isinstance(raw, list) else ()):
         if not isinstance(item, Mapping):
-            raise InvalidInput(f"{where} must be an object", field=where)
+            continue  # parse_rate_limits names it
+        where = f"{field_name}[{i}]"
         if item.get("tokens") is not None:
             raise InvalidInput(
                 f"{where}.tokens: token-count limits are not supported; use calls", field=f"{where}.tokens"
@@ -107,11 +102,7 @@ def parse_limits(raw: Any, field_name: str = "rate_limits") -> tuple[RateLimit, 
                 f"{where} has unknown field(s) {unknown}; a rate limit is {{calls, key, renewal_period}}",
                 field=f"{where}.{unknown[0]}",
             )
-        if "calls" not in item or item["calls"] is None:
-            raise InvalidInput(f"{where}.calls is required", field=f"{where}.calls")
-        given = {k: v for k, v in item.items() if k in _LIMIT_FIELDS and v is not None}
-        normalized.append({"key": "endpoint", **given})
-    return parse_rate_limits(normalized, field_name)
+    return parse_rate_limits(raw, field_name, default_key="endpoint")
 
 
 def _refuse_guardrails(guardrails: Mapping[str, Any], where: str) -> None:

@@ -34,8 +34,10 @@ class RateLimit:
         return {"calls": self.calls, "key": self.key, "renewal_period": self.renewal_period}
 
 
-def parse_rate_limits(raw: Any, field: str = "rate_limits") -> tuple[RateLimit, ...]:
-    """Databricks' ``rate_limits`` list; ``InvalidInput`` naming the bad entry."""
+def parse_rate_limits(
+    raw: Any, field: str = "rate_limits", *, default_key: Literal["user", "endpoint"] = "user"
+) -> tuple[RateLimit, ...]:
+    """Databricks' ``rate_limits`` list; ``InvalidInput`` naming the bad entry. A field given as ``null`` is absent."""
     if raw is None:
         return ()
     if not isinstance(raw, list):
@@ -45,14 +47,18 @@ def parse_rate_limits(raw: Any, field: str = "rate_limits") -> tuple[RateLimit, 
         where = f"{field}[{i}]"
         if not isinstance(item, Mapping):
             raise InvalidInput(f"{where} must be an object", field=where)
-        calls, key, period = item.get("calls"), item.get("key", "user"), item.get("renewal_period", "minute")
+        calls = item.get("calls")
+        key = item.get("key") if item.get("key") is not None else default_key
+        period = item.get("renewal_period") if item.get("renewal_period") is not None else "minute"
+        if calls is None:
+            raise InvalidInput(f"{where}.calls is required", field=f"{where}.calls")
         if isinstance(calls, bool) or not isinstance(calls, int) or calls < 0:
             raise InvalidInput(f"{where}.calls must be a non-negative integer", field=f"{where}.calls")
         if key not in ("user", "endpoint"):
             raise InvalidInput(f"{where}.key must be 'user' or 'endpoint'", field=f"{where}.key")
         if period not in _PERIODS:
             raise InvalidInput(f"{where}.renewal_period must be 'minute'", field=f"{where}.renewal_period")
-        limits.append(RateLimit(calls, key, period))
+        limits.append(RateLimit(calls, key, "minute"))  # the only period there is (checked above)
     return tuple(limits)
 
 
