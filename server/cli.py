@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from server import tokens_cli, usage_cli
+from server.batch import cli as batch_cli
 from server.logging import configure_logging
 from server.safety import preflight
 from server.settings import Settings, load_settings
@@ -66,6 +67,7 @@ def parser() -> argparse.ArgumentParser:
     _common(mcp)
     tokens_cli.add_parser(sub, _common)
     usage_cli.add_parser(sub, _common)
+    batch_cli.add_parsers(sub, _common)
     return root
 
 
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_format, settings.log_level)
     handler = {
         "serve": _serve, "demo": _demo, "models": _models, "predict": _predict, "mcp": _mcp, "tokens": tokens_cli.run,
-        "usage": usage_cli.run,
+        "usage": usage_cli.run, "score": batch_cli.run_score, "sql": batch_cli.run_sql,
     }[args.command]  # fmt: skip
     return handler(args, settings)
 
