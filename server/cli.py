@@ -64,6 +64,14 @@ def parser() -> argparse.ArgumentParser:
     mcp = sub.add_parser("mcp", help="serve the models as MCP tools over stdio (for Claude Desktop)")
     mcp.add_argument("models", nargs="*", metavar="MODEL_URI")
     mcp.add_argument("--stdio", action="store_true", required=True, help="speak MCP on stdin/stdout")
+    mcp.add_argument(
+        "--load-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="wait this long for the models to load before serving (default %(default)g); models still loading "
+        "then are reported as failed and join when ready",
+    )
     _common(mcp)
     tokens_cli.add_parser(sub, _common)
     usage_cli.add_parser(sub, _common)
@@ -203,22 +211,57 @@ def _predict(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _mcp(args: argparse.Namespace, settings: Settings) -> int:
+    """stdio never starts empty: nothing configured, a missing registry or no loadable model exit 2 with a message
+    on stderr (the client shows it); models that fail while others load are published (instructions, a resource)."""
+    from server.startup import nothing_to_serve, registry_problem
+
+    problem = nothing_to_serve(settings) or registry_problem(settings)  # before MLflow could create a registry
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 2
     from server.main import build
+    from server.promotion import one_line
 
-    components = build(settings, mcp=False)
+    try:
+        components = build(settings, mcp=False)
+    except Exception as exc:
+        print(f"modelport: cannot start: {one_line(exc)} (registry {settings.effective_registry_uri})", file=sys.stderr)
+        return 2
+    return asyncio.run(_mcp_stdio(components, args.load_timeout))
 
-    async def run() -> None:
-        from tools import McpDoor
 
-        door = McpDoor(components.service, components.settings)
-        await components.manager.deploy_all(components.settings.all_deployments())
-        try:
-            await door.run_stdio()
-        finally:
-            await components.manager.stop_all()
+async def _mcp_stdio(components: Any, load_timeout_s: float) -> int:
+    import logging
+    import os
 
-    asyncio.run(run())
-    return 0
+    from server.manager import key_of
+    from server.startup import load_failures, load_within
+    from tools import McpDoor
+
+    settings, service = components.settings, components.service
+    door = McpDoor(service, settings)
+    specs = settings.all_deployments()
+    loading = await load_within(components.manager, specs, load_timeout_s)
+    try:
+        if specs and not service.list():
+            uris = {key_of(spec.model): spec.model for spec in specs}
+            print(load_failures(settings, service.failures(), uris), file=sys.stderr)
+            if loading is not None:  # a model build still runs in a worker thread: do not wait for it
+                sys.stderr.flush()
+                os._exit(2)
+            return 2
+        log = logging.getLogger("modelport.stdio")
+        if not specs:
+            log.warning("no model listed: serving the registry on demand (policy mode 'registry')")
+        elif failed := service.failures():
+            log.warning("serving %d of %d models; failed: %s", len(service.list()), len(specs), ", ".join(failed))
+        await door.run_stdio()
+        return 0
+    finally:
+        if loading is not None:
+            loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
+        await components.manager.stop_all()
 
 
 if __name__ == "__main__":
