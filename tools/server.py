@@ -16,6 +16,7 @@ import json
 import logging
 import time
 import weakref
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -41,6 +42,7 @@ from tools.catalog import META_KEY, Catalog, CatalogBuilder, ToolSpec
 from tools.checks import validate_arguments
 from tools.errors import access_denied, status_of, tool_error, unknown_tool
 from tools.resources import card_templates, list_cards, parse_card_uri, read_card
+from tools.status import STATUS_URI, failure_note, model_name, read_status, status_resource, unserved_failures
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,21 @@ class _DoorServer(Server[Any]):
 
     The SDK's HTTP runner builds the ``initialize`` result without ``NotificationOptions``, which would advertise
     ``tools.listChanged: false`` to legacy clients although we do send the notification.
+
+    ``instructions`` is read by the SDK when it answers ``initialize`` and ``server/discover``; ``failure_note`` (set
+    by ``ToolServer``) appends the models that failed to load at that moment.
     """
+
+    failure_note: Callable[[], str | None] | None = None
+
+    @property  # type: ignore[override]
+    def instructions(self) -> str | None:
+        note = self.failure_note() if self.failure_note is not None else None
+        return self._instructions if not note else f"{self._instructions or ''} {note}".strip()
+
+    @instructions.setter
+    def instructions(self, value: str | None) -> None:
+        self._instructions = value
 
     def create_initialization_options(
         self,
@@ -128,6 +144,8 @@ class ToolServer:
             on_subscriptions_listen=self.listen,
         )
         self.server.middleware.append(self._track_legacy)
+        if not self.access.per_caller:  # one text for every caller: with auth on, failures only in modelport://status
+            self.server.failure_note = lambda: failure_note(unserved_failures(self.service))
 
     # -- catalogue ----------------------------------------------------------------------------------------------
 
@@ -252,7 +270,14 @@ class ToolServer:
     ) -> types.ListResourcesResult:
         catalog = self.catalog()
         specs = self._visible(catalog, self._caller(ctx), Level.CAN_VIEW) if self.access.per_caller else catalog.tools
-        return types.ListResourcesResult(resources=list_cards(specs))
+        resources = list_cards(specs)
+        failed = unserved_failures(self.service)
+        if failed and self.access.per_caller:
+            principal = self._caller(ctx)
+            failed = {k: r for k, r in failed.items() if self.access.may(principal, model_name(k), Level.CAN_VIEW)}
+        if failed:  # listed while a model is failing (readable always)
+            resources.append(status_resource())
+        return types.ListResourcesResult(resources=resources)
 
     async def _list_templates(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
@@ -263,6 +288,11 @@ class ToolServer:
         self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
         uri = str(params.uri)
+        if uri == STATUS_URI:
+            if not self.access.per_caller:
+                return read_status(self.service)
+            principal = self._caller(ctx)
+            return read_status(self.service, lambda name: self.access.may(principal, name, Level.CAN_VIEW))
         parsed = parse_card_uri(uri)
         if parsed is not None and self.access.per_caller:
             try:
