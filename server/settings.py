@@ -285,6 +285,12 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     mcp_allowed_hosts: tuple[str, ...] = ("127.0.0.1:*", "localhost:*", "[::1]:*")
     mcp_allowed_origins: tuple[str, ...] = ("http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*")
+    mcp_page_size: int = Field(100, ge=1)
+    """Tools (and model cards) per ``tools/list`` (``resources/list``) page; more come with a ``nextCursor``.
+    100 keeps a usual registry on one page (about 250 KB of tools at most)."""
+    mcp_tools: Literal["per_model", "catalog", "both"] = "per_model"
+    """MCP tools: one per served model (``per_model``), or ``catalog``: only ``search_models``,
+    ``describe_model`` and ``predict`` (for registries with hundreds of models), or ``both``. docs/mcp.md."""
     mcp_session_idle_s: float = Field(300.0, gt=0)
     """MCP (handshake-era) sessions idle this long are closed."""
     mcp_max_sessions: int = Field(10_000, ge=1)

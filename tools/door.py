@@ -105,7 +105,13 @@ class McpDoor:
         self.gate = gate
         self.auth = McpAuth(gate, settings) if gate is not None and gate.enabled else None
         """The HTTP guard of ``/mcp`` (``None`` when auth is off)."""
-        self.tools = ToolServer(service, gate=gate, recorder=recorder)
+        self.tools = ToolServer(
+            service,
+            gate=gate,
+            recorder=recorder,
+            page_size=settings.mcp_page_size,
+            tools_mode=settings.mcp_tools,
+        )
         self.server = self.tools.server
         """The low-level MCP server (``mcp.Client(door.server)`` connects in-process)."""
         self._feed = ChangeFeed()

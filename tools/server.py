@@ -40,7 +40,9 @@ from server.service import InferenceService
 from tools.auth import ToolAccess
 from tools.catalog import META_KEY, Catalog, CatalogBuilder, ToolSpec
 from tools.checks import validate_arguments
-from tools.errors import access_denied, status_of, tool_error, unknown_tool
+from tools.directory import Directory, Mode
+from tools.errors import access_denied, error_result, status_of, tool_error, unknown_tool
+from tools.paging import page
 from tools.resources import card_templates, list_cards, parse_card_uri, read_card
 from tools.status import STATUS_URI, failure_note, model_name, read_status, status_resource, unserved_failures
 
@@ -105,6 +107,8 @@ class ToolServer:
         name: the server name announced to clients.
         gate: identity, permissions and rate limits (``tools/auth.py``): each caller lists the tools it may query
             and the cards it may view; calls are authorized and rate-limited. ``None``: everything is open.
+        page_size: tools and model cards per ``tools/list`` / ``resources/list`` page (``tools/paging.py``).
+        tools_mode: ``per_model``, ``catalog`` or ``both`` (``tools/directory.py``).
     """
 
     def __init__(
@@ -113,6 +117,8 @@ class ToolServer:
         *,
         name: str = SERVER_NAME,
         gate: Gate | None = None,
+        page_size: int = 100,
+        tools_mode: Mode = "per_model",
         recorder: Recorder | None = None,
     ) -> None:
         self.recorder = recorder
@@ -120,6 +126,8 @@ class ToolServer:
         self.access = ToolAccess(gate)
         self.bus = InMemorySubscriptionBus()
         self.listen = ListenHandler(self.bus)
+        self.page_size = page_size
+        self.directory = Directory(tools_mode, service, self.access, self.score)
         self._builder = CatalogBuilder()
         self._published: dict[int, tuple[ToolSpec, types.Tool | None]] = {}
         self._legacy: weakref.WeakSet[Connection] = weakref.WeakSet()
@@ -128,7 +136,7 @@ class ToolServer:
             name,
             version=_version(),
             title="modelport: MLflow models as tools",
-            instructions=INSTRUCTIONS,
+            instructions=self.directory.instructions(INSTRUCTIONS),
             cache_hints={
                 "tools/list": hint,
                 "resources/list": hint,
@@ -166,7 +174,9 @@ class ToolServer:
         return [tool for _, tool in published.values() if tool is not None]
 
     def _input_schema(self, name: str) -> dict[str, Any] | None:
-        spec = self.catalog().get(name)
+        if name in self.directory.names:
+            return self.directory.input_schema(name)
+        spec = self.catalog().get(name) if self.directory.per_model else None
         return None if spec is None else spec.input_schema
 
     # -- handlers -----------------------------------------------------------------------------------------------
@@ -184,11 +194,15 @@ class ToolServer:
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         catalog = self.catalog()
-        tools = self.tools(catalog)
-        if self.access.per_caller:
+        tools = self.tools(catalog) if self.directory.per_model else []
+        if self.access.per_caller and tools:
             allowed = {spec.name for spec in self._visible(catalog, self._caller(ctx), Level.CAN_QUERY)}
             tools = [tool for tool in tools if tool.name in allowed]
-        return types.ListToolsResult(tools=tools)
+        # the catalogue tools first, then one per model (a catalogue tool's name shadows a model tool's)
+        items = [(f"0:{tool.name}", tool) for tool in self.directory.tools()]
+        items += [(f"1:{tool.name}", tool) for tool in tools if tool.name not in self.directory.names]
+        listed, cursor = page("tools/list", items, params.cursor if params else None, self.page_size)
+        return types.ListToolsResult(tools=listed, next_cursor=cursor)
 
     async def _call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
@@ -213,15 +227,35 @@ class ToolServer:
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams, state: dict[str, Any]
     ) -> types.CallToolResult:
         catalog = self.catalog()
-        spec = catalog.get(params.name)
+        catalogue_tool = params.name in self.directory.names
+        spec = catalog.get(params.name) if self.directory.per_model and not catalogue_tool else None
         try:
             principal = self.access.caller(ctx)
         except Unauthenticated as exc:  # the HTTP layer answers 401 before; this is the fail-closed backstop
-            if spec is None:
+            if spec is None and not catalogue_tool:
                 raise unknown_tool(params.name, []) from None
+            if spec is None:
+                meta = {"code": exc.error_code, "type": "Unauthenticated", "status": 401}
+                return error_result(f"Not signed in to modelport ({exc.message}).", meta)
             return tool_error(exc, spec)
+        if catalogue_tool:
+            return await self.directory.call(ctx, params.name, params.arguments, catalog, principal, state)
         if spec is None:
-            raise unknown_tool(params.name, [s.name for s in self._visible(catalog, principal, Level.CAN_QUERY)])
+            listed = self._visible(catalog, principal, Level.CAN_QUERY) if self.directory.per_model else []
+            raise unknown_tool(params.name, [*self.directory.names, *(s.name for s in listed)])
+        return await self.score(ctx, spec, principal, params.arguments, state)
+
+    async def score(
+        self,
+        ctx: ServerRequestContext[Any],
+        spec: ToolSpec,
+        principal: Principal,
+        arguments: dict[str, Any] | None,
+        state: dict[str, Any],
+    ) -> types.CallToolResult:
+        """The one scoring path of a model's tool and of the catalogue's ``predict``: permission and rate limit,
+        validation against the model tool's ``inputSchema``, then ``InferenceService.predict_records`` (the shared
+        batcher); ``state`` collects what ``_call_tool`` records."""
         state["model"], state["principal"] = spec.model_name, principal.name if principal is not None else None
         if spec.selector is not None and not spec.selector.isdigit():
             state["alias"] = spec.selector
@@ -232,10 +266,10 @@ class ToolServer:
         except (PermissionDenied, RateLimited) as exc:
             return tool_error(exc, spec)
         limit = self.service.max_tool_rows
-        problem = validate_arguments(spec.input_schema, params.arguments, max_rows=limit)
+        problem = validate_arguments(spec.input_schema, arguments, max_rows=limit)
         if problem is not None:
             return tool_error(problem, spec)
-        args = params.arguments or {}
+        args = arguments or {}
         rows = args["inputs"]
         await ctx.session.report_progress(0, 1, f"scoring {len(rows)} row(s) with {spec.title}")
         try:
@@ -277,7 +311,9 @@ class ToolServer:
             failed = {k: r for k, r in failed.items() if self.access.may(principal, model_name(k), Level.CAN_VIEW)}
         if failed:  # listed while a model is failing (readable always)
             resources.append(status_resource())
-        return types.ListResourcesResult(resources=resources)
+        items = sorted(((str(r.uri), r) for r in resources), key=lambda item: item[0])
+        listed, cursor = page("resources/list", items, params.cursor if params else None, self.page_size)
+        return types.ListResourcesResult(resources=listed, next_cursor=cursor)
 
     async def _list_templates(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
