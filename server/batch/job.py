@@ -4,7 +4,7 @@ The job checks everything it can before reading a row (model, input schema again
 and mode, Parquet null statistics), then runs a three-stage pipeline with bounded queues, so memory stays at a few
 chunks whatever the table size:
 
-    read + decode (thread)  →  runtime session (thread)  →  write (caller's thread, into a temporary)
+    read + decode (thread)  →  runtime session (thread)  →  write into a temporary (thread)
 
 and commits the output (one rename, or one Delta transaction) only after the last chunk. Any failure, Ctrl-C or
 ``cancel`` event removes the temporary and leaves the target as it was.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -98,6 +98,7 @@ def score(
     _check_null_stats(source.null_counts([src for src in bm.required(mapping) if src in source.schema.names]), bm)
     progress = Progress(source.count_rows() if show_progress else None, bm.uri, enabled=show_progress)
     halt = threading.Event()  # set when the job ends, whatever happened: the pipeline's threads stop
+    threads: list[threading.Thread] = []
 
     def prepared() -> Iterator[tuple[pa.RecordBatch, Prepared]]:
         offset = 0
@@ -106,43 +107,76 @@ def score(
             offset += batch.num_rows
 
     def scored() -> Iterator[pa.RecordBatch]:
-        for batch, chunk in _prefetch(prepared(), halt, "modelport-batch-read"):
+        for batch, chunk in _prefetch(prepared(), halt, "modelport-batch-read", threads):
             arrays = [batch.column(k) for k in kept] + [bm.run(chunk)]
             yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
+    interrupted = threading.Event()
+
     def counted(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            if cancel is not None and cancel.is_set():
+            if interrupted.is_set() or (cancel is not None and cancel.is_set()):
                 raise Cancelled(f"interrupted after {progress.rows:,} rows; no output was written")
             progress.advance(batch.num_rows)
             yield batch
 
-    stream = counted(_prefetch(scored(), halt, "modelport-batch-run"))
-    ok = False
-    try:
+    def run() -> pa.Table | None:
+        stream = counted(_prefetch(scored(), halt, "modelport-batch-run", threads))
         if sink is None:
-            table = pa.Table.from_batches(list(stream), schema=schema)
-            ok = True
-            return table
+            return pa.Table.from_batches(list(stream), schema=schema)
         failure: list[BaseException] = []
         try:
             sink.write(pa.RecordBatchReader.from_batches(schema, _capture(stream, failure)))
-        except Exception:
-            if failure:
-                raise failure[0] from None
-            raise
-        if failure:  # a writer that swallowed the reader's error
-            raise failure[0]
-        sink.commit()
-        ok = True
-        return None
-    except BaseException:
-        if sink is not None:
+            if failure:  # a writer that swallowed the reader's error
+                raise failure[0]
+            sink.commit()
+        except BaseException as exc:
             sink.abort()
-        raise
+            if failure and failure[0] is not exc:
+                raise failure[0] from None  # the reader's own error, not the native writer's wrapping of it
+            raise
+        return None
+
+    ok = False
+    try:
+        result = _in_worker(run, interrupted)
+        ok = True
+        return result
     finally:
         halt.set()
+        for thread in threads:  # never leave one inside onnxruntime or Arrow while the interpreter exits
+            thread.join()
         progress.finish(ok)
+
+
+def _in_worker(fn: Callable[[], T], interrupted: threading.Event) -> T:
+    """``fn()`` in a worker thread while this thread waits in short joins.
+
+    A native writer (delta-rs, Arrow) pulls the batches; this thread stays in Python, so a Ctrl-C
+    (``KeyboardInterrupt``) or a signal handler setting ``cancel`` runs at once. On ``KeyboardInterrupt`` the worker
+    is told to stop (between chunks), cleans up and is waited for; then the interrupt goes on.
+    """
+    outcome: list[Any] = []
+
+    def work() -> None:
+        try:
+            outcome.append((True, fn()))
+        except BaseException as exc:
+            outcome.append((False, exc))
+
+    worker = threading.Thread(target=work, name="modelport-batch-write", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.1)
+    except BaseException:
+        interrupted.set()
+        worker.join()
+        raise
+    done, value = outcome[0]
+    if not done:
+        raise value
+    return value  # type: ignore[no-any-return]
 
 
 def column_mapping(columns: Mapping[str, str] | Sequence[str] | None, bm: BatchModel) -> dict[str, str]:
@@ -192,7 +226,7 @@ def _capture(batches: Iterator[T], failure: list[BaseException]) -> Iterator[T]:
         raise
 
 
-def _prefetch(items: Iterator[T], stop: threading.Event, name: str) -> Iterator[T]:
+def _prefetch(items: Iterator[T], stop: threading.Event, name: str, threads: list[threading.Thread]) -> Iterator[T]:
     """Run ``items`` in a daemon thread, ``QUEUE_DEPTH`` ahead of the consumer; its exceptions re-raise here.
 
     The thread ends with ``items``, or within 0.1 s of ``stop`` (set when the job ends, e.g. after a failure
@@ -220,6 +254,7 @@ def _prefetch(items: Iterator[T], stop: threading.Event, name: str) -> Iterator[
 
     thread = threading.Thread(target=work, name=name, daemon=True)
     thread.start()
+    threads.append(thread)
     while True:
         try:
             item = slots.get(timeout=0.1)

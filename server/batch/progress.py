@@ -32,7 +32,7 @@ class Progress:
         self.tty = enabled and self.stream.isatty()
         self.rows = 0
         self.started = time.monotonic()
-        self._shown = 0.0
+        self._shown = -float("inf")  # the first chunk is always shown
 
     @property
     def rate(self) -> float:

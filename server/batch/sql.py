@@ -33,6 +33,8 @@ from server.settings import Settings
 _LITERAL = re.compile(r"\bai_query\s*\(\s*'((?:[^']|'')*)'", re.IGNORECASE)
 _STRUCT = re.compile(r"ai_query\(\s*[A-Z_]+,\s*STRUCT\((?P<fields>.*)\)\)'", re.IGNORECASE | re.DOTALL)
 _ROW = re.compile(r" row \d+")
+_INTEGER = re.compile(r"^U?(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT)$")
+_FLOAT = re.compile(r"^(FLOAT|DOUBLE|DECIMAL(\(\d+,\s*\d+\))?)$")
 _SQL_TYPES = {
     "integer": "BIGINT", "long": "BIGINT", "float": "DOUBLE", "double": "DOUBLE", "boolean": "BOOLEAN",
     "string": "VARCHAR", "binary": "BLOB", "datetime": "TIMESTAMP",
@@ -149,7 +151,8 @@ class SqlSession:
         try:
             return bm.predict(columns)
         except BatchError as exc:
-            raise BatchError(f"ai_query('{name}'): {_ROW.sub('', exc.message, count=1)}", column=exc.column) from None
+            message = f"ai_query('{name}'): {_ROW.sub('', exc.message, count=1)}"
+            raise type(exc)(message, column=exc.column) from None
 
     def _explain(self, exc: Exception) -> str:
         """DuckDB's binder error for a struct that does not fit, said in the model's terms."""
@@ -166,7 +169,8 @@ class SqlSession:
         if extra:
             return f"ai_query: the model takes no '{extra[0]}' (it takes {', '.join(wanted)})"
         for name, kind in given.items():
-            if kind != wanted.get(name):
+            got, want = _family(kind), _family(wanted[name])
+            if got != want and not (got == "integer" and want == "float"):
                 return f"ai_query: column '{name}' is {kind}, but the model takes {wanted[name]}"
         return text
 
@@ -212,6 +216,15 @@ def _fields(text: str) -> dict[str, str]:
                 name, _, kind = part.partition(" ")
                 out[name] = kind.strip()
     return out
+
+
+def _family(sql_type: str) -> str:
+    """Types DuckDB casts into one another implicitly (within a family, and integers to floats)."""
+    if _INTEGER.match(sql_type):
+        return "integer"
+    if _FLOAT.match(sql_type):
+        return "float"
+    return sql_type
 
 
 def _first_line(exc: BaseException) -> str:
