@@ -91,6 +91,9 @@ class ConvertedModel:
     classes: tuple[Any, ...] | None = None
     categories: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     """Known categories of string input columns (e.g. a OneHotEncoder's), for schema enums."""
+    closed_categories: tuple[str, ...] = ()
+    """Columns of ``categories`` whose encoder fails on a category it has not seen (``handle_unknown="error"``):
+    both doors refuse unknown values there; elsewhere unknown values are scored (the encoder ignores them)."""
     parity: Parity | None = None
     checksum: str = ""
     from_cache: bool = False

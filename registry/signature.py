@@ -10,7 +10,7 @@ A TensorSpec input becomes one column whose ``shape`` is the per-row shape (e.g.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -57,6 +57,8 @@ class ColumnSpec:
     description: str | None = None
     unit: str | None = None
     categories: tuple[Any, ...] | None = None
+    closed: bool = False
+    """Only ``categories`` are valid: the model's encoder fails on any other value (else unknown values score)."""
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -91,9 +93,15 @@ class ModelSignature:
     def column(self, name: str) -> ColumnSpec | None:
         return next((c for c in self.inputs if c.name == name), None)
 
-    def with_categories(self, categories: Mapping[str, tuple[Any, ...]]) -> ModelSignature:
-        """Return a copy whose input columns carry the given category lists."""
-        cols = tuple(replace(c, categories=categories[c.name]) if c.name in categories else c for c in self.inputs)
+    def with_categories(
+        self, categories: Mapping[str, tuple[Any, ...]], closed: Collection[str] = ()
+    ) -> ModelSignature:
+        """Return a copy whose input columns carry the given category lists (``closed``: columns that accept no
+        other value)."""
+        cols = tuple(
+            replace(c, categories=categories[c.name], closed=c.name in closed) if c.name in categories else c
+            for c in self.inputs
+        )
         return replace(self, inputs=cols)
 
     @classmethod

@@ -15,6 +15,7 @@ shortened (``short``, ``_show``).
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from collections.abc import Iterable
@@ -378,8 +379,33 @@ def _expected(kind: str) -> str:
 
 
 def _show(v: Any) -> str:
+    """A request value as JSON writes it (``true``, ``null``, ``"34"``), shortened; other objects by repr."""
+    v = v.item() if isinstance(v, np.generic) else v
     try:
-        text = repr(v)
+        text = json.dumps(v, allow_nan=True) if v is None or isinstance(v, str | bool | int | float) else repr(v)
     except ValueError:  # an int too long to print
         return f"<{type(v).__name__}>"
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def show_value(v: Any) -> str:
+    """``_show`` for other modules: a value in an error message, as JSON, shortened."""
+    return _show(v)
+
+
+def unknown_category(value: Any, known: Iterable[Any]) -> str:
+    """The words both doors use when a value is not a category the model's encoder accepts."""
+    shown = [x.item() if isinstance(x, np.generic) else x for x in islice(known, LIST_LIMIT * 2)]
+    listing = json.dumps(shown)
+    return f"{_show(value)} is not a category this model knows; use one of {listing}"
+
+
+def check_categories(col: ColumnSpec, arr: np.ndarray) -> None:
+    """Refuse a value outside ``col.categories`` for a column whose encoder fails on unknown categories."""
+    known = set(col.categories or ())
+    for row, value in enumerate(arr.ravel().tolist()):
+        if value is not None and value not in known:
+            raise InvalidInput(
+                f"column '{short(col.name)}' row {row}: {unknown_category(value, col.categories or ())}",
+                field=field_name(col.name),
+            )

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from registry import ConvertedModel, ModelRef, ModelSignature, ModelVersionInfo, Parity
+from registry import ColumnSpec, ConvertedModel, ModelRef, ModelSignature, ModelVersionInfo, Parity
 from server.columns import short, show_names
 from server.decode import Decoder
 from server.errors import ModelNotFound
@@ -191,10 +191,13 @@ class Deployment:
     """See ``DeploymentInfo.output_dtypes``; read from the ONNX graph when the deployment is built (off the loop)."""
     feed_dtypes: dict[str, np.dtype[Any]] = field(init=False, default_factory=dict)
     """Column → the dtype the runtime casts it to (ONNX inputs; e.g. float32 for a ``double`` column)."""
+    closed_columns: tuple[ColumnSpec, ...] = field(init=False, default=())
+    """Columns that take only their known categories (the encoder fails on others): checked on every request."""
 
     def __post_init__(self) -> None:
         self.output_dtypes = onnx_output_dtypes(self.converted)
         self.feed_dtypes = onnx_feed_dtypes(self.converted, self.signature)
+        self.closed_columns = tuple(c for c in self.signature.inputs if c.closed and c.categories and not c.shape)
 
     def touch(self) -> None:
         """Record a request (LRU order, idle time)."""

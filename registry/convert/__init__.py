@@ -154,6 +154,7 @@ def _run_converter(ctx: ConvertContext, checksum: str, staging: Path) -> tuple[C
         probabilities_output=conv.probabilities_output,
         classes=conv.classes,
         categories=dict(conv.categories),
+        closed_categories=conv.closed_categories,
         checksum=checksum,
     )
     return converted, conv

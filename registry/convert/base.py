@@ -67,6 +67,8 @@ class Conversion:
     classes: tuple[Any, ...] | None = None
     categories: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     """String-column categories published for schema enums."""
+    closed_categories: tuple[str, ...] = ()
+    """Columns whose encoder refuses categories it has not seen (``handle_unknown="error"``)."""
     sample_categories: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     """Every known category (string or numeric column), used to generate parity rows."""
     reference: Reference | None = None

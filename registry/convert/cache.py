@@ -29,11 +29,11 @@ from registry.model import ConvertedModel, Parity
 logger = logging.getLogger(__name__)
 
 #: Bump when a converter change could alter the produced ONNX or the pyfunc/ONNX decision.
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 _NOT_STORED = {"model_dir", "from_cache"}
-_TUPLES = {"classes"}
+_TUPLES = {"classes", "closed_categories"}
 
 
 def version_dir(cache_dir: Path, name: str, version: str) -> Path:

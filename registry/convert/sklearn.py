@@ -89,9 +89,10 @@ def convert_sklearn(ctx: ConvertContext) -> Conversion:
     else:
         conv.prediction_output = outputs[0]
     if transformer is not None:
-        conv.sample_categories = encoder_categories(transformer)
+        conv.sample_categories, closed = encoder_categories(transformer)
         strings = {c.name for c in signature.inputs if c.type == "string"}
         conv.categories = {k: v for k, v in conv.sample_categories.items() if k in strings}
+        conv.closed_categories = tuple(sorted(closed & conv.categories.keys()))
     return conv
 
 
@@ -104,12 +105,14 @@ def column_transformer(model: Any) -> Any | None:
     return first if isinstance(first, ColumnTransformer) else None
 
 
-def encoder_categories(transformer: Any) -> dict[str, tuple[Any, ...]]:
-    """Per input column, the categories of the One-Hot/Ordinal encoder the column transformer applies to it."""
+def encoder_categories(transformer: Any) -> tuple[dict[str, tuple[Any, ...]], set[str]]:
+    """Per input column, the categories of the One-Hot/Ordinal encoder the column transformer applies to it, and
+    the columns whose encoder fails on an unknown category (``handle_unknown="error"``, the scikit-learn default)."""
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
     out: dict[str, tuple[Any, ...]] = {}
+    closed: set[str] = set()
     for _, trans, cols in getattr(transformer, "transformers_", ()):
         cols = [cols] if isinstance(cols, str) else list(cols) if not callable(cols) else []
         if not cols or not all(isinstance(c, str) for c in cols):
@@ -120,7 +123,9 @@ def encoder_categories(transformer: Any) -> dict[str, tuple[Any, ...]]:
             continue
         for col, cats in zip(cols, encoders[0].categories_, strict=True):
             out[col] = tuple(v for v in np.asarray(cats).tolist() if not (isinstance(v, float) and math.isnan(v)))
-    return out
+            if getattr(encoders[0], "handle_unknown", "error") == "error":
+                closed.add(col)
+    return out, closed
 
 
 def _convert_columns(model: Any, signature: ModelSignature, options: Any) -> tuple[Any, dict[str, str]]:

@@ -50,6 +50,7 @@ def test_round_trip_and_from_cache(tmp_path: Path) -> None:
         probabilities_output="probabilities",
         classes=("a", "b"),
         categories={"city": ("lyon", "paris")},
+        closed_categories=("city",),
         parity=Parity(69, 1e-6, 1e-4, True),
         checksum="0" * 64,
     )

@@ -58,6 +58,7 @@ def test_sklearn_regressor_pipeline_gets_one_input_per_column(registry: Registry
     assert conv.prediction_output == "variable" and conv.squeeze_prediction
     assert conv.classes is None and conv.label_output is None
     assert conv.categories == {"city": ("lyon", "nice", "paris")}
+    assert conv.closed_categories == ()  # OneHotEncoder(handle_unknown="ignore") scores unknown cities
 
     rows = registry.rows("houses")
     got = squeezed(conv, run_onnx(conv, rows))
@@ -81,6 +82,7 @@ def test_sklearn_classifier_with_predict_proba_pyfunc(registry: RegistryFixture,
     assert (conv.label_output, conv.probabilities_output) == ("label", "probabilities")
     assert conv.classes == ("leave", "stay")
     assert conv.categories == {"plan": ("basic", "pro")}
+    assert conv.closed_categories == ("plan",)  # OneHotEncoder() fails on an unknown plan: both doors refuse it
 
     rows, native = registry.rows("churn"), registry.natives["churn"]
     out = run_onnx(conv, rows)

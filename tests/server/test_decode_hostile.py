@@ -160,7 +160,7 @@ def test_tool_records_out_of_range_are_refused() -> None:
 
 
 def test_bools_are_not_numbers_even_in_long_columns() -> None:
-    with pytest.raises(InvalidInput, match="got True") as err:
+    with pytest.raises(InvalidInput, match="got true") as err:
         Decoder(NUMBERS).decode_payload({"inputs": {"f64": [1.0] * 20 + [True]}})
     assert err.value.field == "f64"
 
