@@ -167,7 +167,7 @@ def deployment(session: OnnxSession, width: int, in_flight: int) -> Deployment:
     return Deployment(
         ref=ModelRef("mlp", alias="champion"), model=info,
         converted=ConvertedModel(runtime="onnx", flavor="onnx", model_dir=Path(".")), signature=sig,
-        schema=build_schema(sig, kind, max_items=100), output_kind=kind, decoder=Decoder(sig, max_rows=1_000_000),
+        schema=build_schema(sig), output_kind=kind, decoder=Decoder(sig, max_rows=1_000_000),
         session=session, batcher=Batcher(session.run, config, name="mlp"),
         to_feeds=lambda cols, _n: {"x": cols["x"]}, from_outputs=lambda out: (out["y"][:, 0], None, None),
     )  # fmt: skip

@@ -50,7 +50,7 @@ class ModelLoader:
         warm = decoder.decode_records(example)
         preds, _label, _proba = from_outputs(session.run(to_feeds(warm.columns, warm.rows)))
         kind = _output_kind(converted, preds)
-        schema = build_schema(signature, kind, max_items=self.settings.max_tool_rows, example=info.input_example)
+        schema = build_schema(signature, example=info.input_example)
         batching = self.settings.batching_for(spec)
         batcher = Batcher(session.run, BatcherConfig(**batching.model_dump()), name=ref.uri)
         dep = Deployment(
@@ -101,7 +101,9 @@ class ModelLoader:
 def _signature(info: ModelVersionInfo, converted: ConvertedModel) -> ModelSignature:
     if info.signature is None:
         raise ValueError(f"{info.name}/{info.version} has no signature; log it with one (infer_signature)")
-    return info.signature.with_categories(converted.categories) if converted.categories else info.signature
+    if not converted.categories:
+        return info.signature
+    return info.signature.with_categories(converted.categories, converted.closed_categories)
 
 
 def onnx_feeds(converted: ConvertedModel, signature: ModelSignature) -> ToFeeds:

@@ -1,7 +1,7 @@
-"""JSON Schemas generated from a model's signature: one source for REST validation, OpenAPI and MCP tools.
+"""JSON Schemas generated from a model's signature for the REST door: OpenAPI request and response bodies.
 
-Built once per deployment (``build_schema``). The record schema is portable to every major MCP client: plain
-``type`` keywords, no ``$ref``/``$defs``, no unions, ``additionalProperties: false``, every array with ``items``.
+Built once per deployment (``build_schema``). The MCP door derives its tool schemas from the same signature in
+``tools.shapes`` (portable to every LLM provider's function-calling rules).
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from registry import ColumnSpec, ModelSignature, ParamSpec
+
+__all__ = ["ColumnSpec", "ModelSchema", "ModelSignature", "OutputKind", "build_schema", "column_schema"]
+"""``ColumnSpec``/``ModelSignature`` are re-exported for the doors, which may not import ``registry``."""
 
 _JSON_TYPES = {
     "boolean": "boolean",
@@ -41,8 +44,6 @@ class ModelSchema:
 
     record: dict[str, Any]
     params: dict[str, Any] | None
-    tool_input: dict[str, Any]
-    output: dict[str, Any]
     rest_request: dict[str, Any]
     rest_response: dict[str, Any]
     example_record: dict[str, Any] | None
@@ -87,45 +88,10 @@ def params_schema(params: Sequence[ParamSpec]) -> dict[str, Any] | None:
     return {"type": "object", "properties": props, "additionalProperties": False}
 
 
-def prediction_item_schema(kind: OutputKind, signature: ModelSignature) -> dict[str, Any]:
-    """Schema of one row of the MCP/structured output."""
-    desc = _describe(signature.output_description, signature.output_unit)
-    if kind.kind == "classification":
-        desc = "Predicted class and the probability of each class." + (f" Model output: {desc}" if desc else "")
-        label_type = _value_type(kind.classes)
-        item: dict[str, Any] = {
-            "type": "object",
-            "properties": {
-                "label": {"type": label_type, "description": "Most likely class."},
-                "probabilities": {
-                    "type": "object",
-                    "description": "Probability of each class, keyed by class label.",
-                    "additionalProperties": {"type": "number"},
-                },
-            },
-            "required": ["label"],
-        }
-    elif kind.kind == "regression":
-        item = {"type": "number"}
-    else:
-        item = {"type": "array", "items": {"type": "number"}}
-    if desc:
-        item["description"] = desc
-    return item
-
-
 def _describe(description: str | None, unit: str | None) -> str:
     """``"Customer age. Unit: years."`` from a description and a unit, either of which may be missing."""
     parts = [description.rstrip(". ") + "." if description else None, f"Unit: {unit}." if unit else None]
     return " ".join(p for p in parts if p)
-
-
-def _value_type(values: Sequence[Any] | None) -> str:
-    if values and all(isinstance(v, bool) for v in values):
-        return "boolean"
-    if values and all(isinstance(v, int) or (hasattr(v, "dtype") and v.dtype.kind in "iu") for v in values):
-        return "integer"
-    return "string"
 
 
 def _open_enum(prop: dict[str, Any]) -> dict[str, Any]:
@@ -173,29 +139,10 @@ def _rest_request(signature: ModelSignature, record: dict[str, Any], params: dic
     }
 
 
-def build_schema(
-    signature: ModelSignature, kind: OutputKind, *, max_items: int, example: Sequence[Mapping[str, Any]] | None = None
-) -> ModelSchema:
+def build_schema(signature: ModelSignature, example: Sequence[Mapping[str, Any]] | None = None) -> ModelSchema:
     """Generate every schema of a deployment from its signature."""
     record = record_schema(signature)
     params = params_schema(signature.params)
-    inputs: dict[str, Any] = {
-        "type": "array",
-        "description": "Rows to score, one object per row.",
-        "items": record,
-        "minItems": 1,
-        "maxItems": max_items,
-    }
-    tool_props: dict[str, Any] = {"inputs": inputs}
-    if params:
-        tool_props["params"] = params | {"description": "Optional inference parameters."}
-    tool_input = {"type": "object", "properties": tool_props, "required": ["inputs"], "additionalProperties": False}
-    item = prediction_item_schema(kind, signature)
-    output = {
-        "type": "object",
-        "properties": {"predictions": {"type": "array", "items": item}},
-        "required": ["predictions"],
-    }
     rest_request = _rest_request(signature, record, params)
     rest_response = {
         "type": "object",
@@ -203,4 +150,4 @@ def build_schema(
         "required": ["predictions"],
     }
     example_record = dict(example[0]) if example else None
-    return ModelSchema(record, params, tool_input, output, rest_request, rest_response, example_record)
+    return ModelSchema(record, params, rest_request, rest_response, example_record)

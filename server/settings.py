@@ -298,6 +298,10 @@ class Settings(BaseSettings):
     mcp_sessions_per_owner: int = Field(100, ge=1)
     """Open MCP sessions per principal (or client address when auth is off); past it the owner's least recently
     used idle session is evicted."""
+    mcp_schema: Literal["portable", "full"] = "portable"
+    """Tool schemas: ``portable`` passes OpenAI strict (current and legacy), Anthropic strict and Gemini as generated
+    (limits in descriptions, enforced by the server); ``full`` adds every bound (row counts, tensor shapes,
+    date-time format, optional columns left out of ``required``). docs/mcp.md "Portability"."""
     policy: PolicySettings = PolicySettings()
     """Which models may be served: the listed ones, or any registry version (loaded on demand)."""
     cache: CacheSettings = CacheSettings()

@@ -11,8 +11,9 @@ Public surface:
 
 from __future__ import annotations
 
+from tools.arguments import validate_arguments
 from tools.catalog import Catalog, CatalogBuilder, ToolSpec
-from tools.checks import tool_problems, validate_arguments
+from tools.checks import tool_problems
 from tools.door import MCP_PATH, McpDoor
 from tools.server import ToolServer
 

@@ -1,10 +1,11 @@
 """Served deployments → MCP tool specifications. Pure: no ``mcp`` import, no I/O.
 
-The input and output schemas come unchanged from ``server.schema`` (``ModelSchema.tool_input`` / ``.output``), the
-single source of truth shared with REST. This module adds what an agent needs to choose and call a tool without
-guessing: a deterministic name (``tools.naming``), a title, a description of what the model predicts (and in what
-unit), of every input column, an example call, and where bulk scoring goes. Every spec passes the checklist in
-``tools.checks`` before it is published; one that fails is left out with a logged reason.
+The input and output schemas come from the model's signature through ``tools.shapes`` (portable to every
+provider's function-calling rules by default, setting ``mcp_schema``). This module adds what an agent needs to
+choose and call a tool without guessing: a deterministic name (``tools.naming``), a title, a description of what
+the model predicts (and in what unit), of every input column, an example call, and where bulk scoring goes. Every
+spec passes the checklist in ``tools.checks`` before it is published; one that fails is left out with a logged
+reason.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from typing import Any
 from urllib.parse import quote
 
 from server.deployments import DeploymentInfo
-from tools.checks import tool_problems, validate_arguments
+from server.schema import ColumnSpec
+from tools.arguments import validate_arguments
+from tools.checks import tool_problems
 from tools.naming import assign_names
+from tools.shapes import Dialect, ToolShape, build_shape
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,10 @@ class ToolSpec:
     example: dict[str, Any] | None
     rest_path: str
     card_uri: str
+    shape: ToolShape
+    """The schemas and the mapping of argument keys to model columns (``shape.rows``)."""
+    max_rows: int
+    """Rows per call (stated in the description, enforced by ``validate_arguments``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +93,9 @@ def card_uri(name: str, selector: str) -> str:
 class CatalogBuilder:
     """Builds catalogs from ``InferenceService.list()``, reusing specs of deployments that did not change."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, dialect: Dialect = "portable", max_rows: int = 100) -> None:
+        self.dialect: Dialect = dialect
+        self.max_rows = max_rows
         self._cache: dict[tuple[Any, ...], ToolSpec | str] = {}
 
     def build(self, infos: Iterable[DeploymentInfo]) -> Catalog:
@@ -99,7 +109,7 @@ class CatalogBuilder:
             ident = (info.key, info.version, info.loaded_at, names[info.key])
             spec = self._cache.get(ident)
             if spec is None:
-                spec = _build_or_reason(info, names[info.key])
+                spec = _build_or_reason(info, names[info.key], self.dialect, self.max_rows)
                 if isinstance(spec, str):
                     log.warning("model %s is not published as an MCP tool: %s", info.key, spec)
             cache[ident] = spec
@@ -111,23 +121,33 @@ class CatalogBuilder:
         return Catalog(tuple(sorted(tools, key=lambda t: t.name)), skipped)
 
 
-def _build_or_reason(info: DeploymentInfo, name: str) -> ToolSpec | str:
-    problems = tool_problems(name, info.schema.tool_input, info.schema.output)
-    if problems:
-        return "; ".join(problems)
+def _build_or_reason(info: DeploymentInfo, name: str, dialect: Dialect, max_rows: int) -> ToolSpec | str:
     try:
-        spec = build_spec(info, name)
+        spec = build_spec(info, name, dialect=dialect, max_rows=max_rows)
+    except _Unpublishable as exc:
+        return str(exc)
     except Exception as exc:  # a broken model must never break tools/list
         return f"could not build its tool: {exc!r}"
     problems = tool_problems(spec.name, spec.input_schema, spec.output_schema, spec.example)
     return "; ".join(problems) if problems else spec
 
 
-def build_spec(info: DeploymentInfo, name: str) -> ToolSpec:
-    """The tool spec of one deployment (not yet checked)."""
+class _Unpublishable(ValueError):
+    """The generated schemas fail the checklist (the message names each rule)."""
+
+
+def build_spec(info: DeploymentInfo, name: str, *, dialect: Dialect = "portable", max_rows: int = 100) -> ToolSpec:
+    """The tool spec of one deployment (its schemas checked; its example call not yet)."""
     selector = selector_of(info)
-    input_schema = info.schema.tool_input
-    example = _example(info, input_schema)
+    probabilities = "probabilities" in info.output_dtypes or info.output_kind.prediction_is_probabilities
+    shape = build_shape(
+        info.signature, info.output_kind, max_rows=max_rows, dialect=dialect, probabilities=probabilities
+    )
+    input_schema = shape.input_schema
+    problems = tool_problems(name, input_schema, shape.output_schema)
+    if problems:
+        raise _Unpublishable("; ".join(problems))
+    example = _example(info, shape)
     path, uri = rest_path(info.name, selector), card_uri(info.name, selector)
     title = f"{info.name} v{info.version}" + "".join(f" @{a}" for a in info.aliases)
     meta = {
@@ -144,13 +164,15 @@ def build_spec(info: DeploymentInfo, name: str) -> ToolSpec:
             "example": example,
         }
     }
-    description = describe(info, input_schema, example, path)
+    if shape.renamed:
+        meta[META_KEY]["columns"] = shape.renamed
+    description = describe(info, input_schema, example, path, max_rows)
     return ToolSpec(
         name,
         title,
         description,
         input_schema,
-        info.schema.output,
+        shape.output_schema,
         meta,
         info.key,
         info.name,
@@ -159,6 +181,8 @@ def build_spec(info: DeploymentInfo, name: str) -> ToolSpec:
         example,
         path,
         uri,
+        shape,
+        max_rows,
     )
 
 
@@ -166,13 +190,17 @@ def build_spec(info: DeploymentInfo, name: str) -> ToolSpec:
 
 
 def describe(
-    info: DeploymentInfo, input_schema: Mapping[str, Any], example: Mapping[str, Any] | None, path: str
+    info: DeploymentInfo,
+    input_schema: Mapping[str, Any],
+    example: Mapping[str, Any] | None,
+    path: str,
+    max_rows: int = 100,
 ) -> str:
     """The tool description: what it predicts, its inputs, an example call, and where bulk scoring goes."""
-    full = _description(info, input_schema, example, path, compact=False)
+    full = _description(info, input_schema, example, path, max_rows, compact=False)
     if len(full) <= MAX_DESCRIPTION:
         return full
-    compact = _description(info, input_schema, example, path, compact=True)
+    compact = _description(info, input_schema, example, path, max_rows, compact=True)
     return compact if len(compact) <= MAX_DESCRIPTION else compact[: MAX_DESCRIPTION - 1] + "…"
 
 
@@ -181,6 +209,7 @@ def _description(
     input_schema: Mapping[str, Any],
     example: Mapping[str, Any] | None,
     path: str,
+    max_rows: int,
     *,
     compact: bool,
 ) -> str:
@@ -190,39 +219,28 @@ def _description(
     parts.append('Returns {"predictions": [...]}, one entry per input row, in order: ' + _output_words(info))
     inputs = input_schema["properties"]["inputs"]
     record = inputs["items"]
-    required = set(record.get("required") or ())
-    lines = [
-        f"Input: 'inputs' is a list of {inputs.get('minItems', 1)} to {inputs.get('maxItems')} rows; "
-        "each row is an object with these fields:"
+    # Each column's type, unit, meaning and allowed values are in the input schema (every client sends it to the
+    # model): the description names the columns once and does not repeat them.
+    columns = list(record.get("properties", {}))
+    optional = [
+        c for c, p in record.get("properties", {}).items() if c not in set(record.get("required") or ()) or _nullable(p)
     ]
-    for col, prop in record.get("properties", {}).items():
-        spec = info.signature.column(col)
-        unit = f", {spec.unit}" if spec is not None and spec.unit else ""
-        text = (spec.description if spec is not None else prop.get("description")) or ""
-        line = f"- {col} ({_type_words(prop)}{unit}, {'required' if col in required else 'optional'})"
-        lines.append(line + (f": {_sentence(text)}" if text and not compact else ""))
+    names = f"{len(columns)} fields" if compact and len(columns) > 20 else ", ".join(columns)
+    needs = f"optional, null if unknown: {', '.join(optional)}" if optional else "all required"
+    line = (
+        f"Input: 'inputs', a list of 1 to {max_rows} rows, each an object "
+        f"with the fields {names} ({needs}); each field's type, unit, meaning and allowed values are in the input "
+        "schema."
+    )
     params = input_schema["properties"].get("params")
     if params:
-        lines.append(
-            "Optional 'params': "
-            + ", ".join(
-                f"{k} ({_type_words(v)}" + (f", default {json.dumps(v['default'])})" if "default" in v else ")")
-                for k, v in params.get("properties", {}).items()
-            )
-            + "."
-        )
-    parts.append("\n".join(lines))
+        params = next((b for b in params.get("anyOf", ()) if b.get("type") == "object"), params)
+        line += f" Optional 'params': {', '.join(params.get('properties', {}))} (see the input schema)."
+    parts.append(line)
     if example is not None:
         parts.append("Example arguments: " + json.dumps(example, separators=(",", ":")))
-    parts.append(
-        f"For more than {inputs.get('maxItems')} rows, use the REST endpoint POST {path} (MLflow scoring format)."
-    )
+    parts.append(f"More than {max_rows} rows: POST {path} (REST, MLflow scoring format).")
     return "\n\n".join(parts)
-
-
-def _sentence(text: str) -> str:
-    text = text.strip()
-    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 def _output_words(info: DeploymentInfo) -> str:
@@ -240,30 +258,23 @@ def _output_words(info: DeploymentInfo) -> str:
     return words + (f", in {sig.output_unit}." if sig.output_unit else ".")
 
 
-def _type_words(prop: Mapping[str, Any]) -> str:
-    kind = prop.get("type", "value")
-    if kind == "array":
-        n = prop.get("maxItems")
-        return (f"array of {n} " if n else "array of ") + _type_words(prop.get("items") or {})
-    if "enum" in prop:
-        return f"{kind}, one of {json.dumps(prop['enum'])}"
-    if prop.get("format") == "date-time":
-        return "date-time string (ISO 8601)"
-    return str(kind)
-
-
 # -- example calls -----------------------------------------------------------------------------------------------
 
 
-def _example(info: DeploymentInfo, input_schema: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The logged input example's first row, else a synthetic row; ``None`` if neither fits the schema."""
-    record = input_schema["properties"]["inputs"]["items"]
-    required = set(record.get("required") or ())
+def _example(info: DeploymentInfo, shape: ToolShape) -> dict[str, Any] | None:
+    """The logged input example's first row, else a synthetic row, keyed by property key; ``None`` if neither
+    fits the schema."""
     rows = [_clean(info.schema.example_record)] if info.schema.example_record else []
-    rows.append({col: _synthetic(prop) for col, prop in record.get("properties", {}).items() if col in required})
+    rows.append({c.name: _synthetic(c) for c in info.signature.inputs if not c.optional})
+    record = shape.input_schema["properties"]["inputs"]["items"]
     for row in rows:
-        if validate_arguments(input_schema, {"inputs": [row]}) is None:
-            return {"inputs": [row]}
+        keyed = {shape.keys.get(k, k): v for k, v in row.items()}
+        keyed |= {k: None for k in record.get("required", ()) if k not in keyed}  # nullable optional columns
+        args: dict[str, Any] = {"inputs": [keyed]}
+        if "params" in shape.input_schema["required"]:
+            args["params"] = None
+        if validate_arguments(shape.input_schema, args, max_rows=1) is None:
+            return args
     return None
 
 
@@ -277,12 +288,17 @@ def _clean(row: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _synthetic(prop: Mapping[str, Any]) -> Any:
-    if "enum" in prop:
-        return prop["enum"][0]
-    kind = prop.get("type")
-    if kind == "array":
-        return [_synthetic(prop.get("items") or {})] * max(int(prop.get("minItems", 1)), 1)
-    if prop.get("format") == "date-time":
-        return "2025-01-01T00:00:00Z"
-    return {"integer": 0, "number": 0.0, "boolean": False, "string": "text"}.get(str(kind), "text")
+def _synthetic(col: ColumnSpec) -> Any:
+    if col.categories:
+        value: Any = col.categories[0].item() if hasattr(col.categories[0], "item") else col.categories[0]
+    elif col.type == "datetime":
+        value = "2025-01-01T00:00:00Z"
+    else:
+        value = {"integer": 0, "long": 0, "float": 0.0, "double": 0.0, "boolean": False}.get(col.type, "text")
+    for dim in reversed(col.shape):
+        value = [value] * max(dim, 1)
+    return value
+
+
+def _nullable(prop: Mapping[str, Any]) -> bool:
+    return {"type": "null"} in (prop.get("anyOf") or ())

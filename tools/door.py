@@ -109,6 +109,7 @@ class McpDoor:
             service,
             gate=gate,
             recorder=recorder,
+            schema_dialect=settings.mcp_schema,
             page_size=settings.mcp_page_size,
             tools_mode=settings.mcp_tools,
         )

@@ -9,6 +9,8 @@ of the order they were loaded in). The real model name, version and alias go in 
 * Several deployments of one model: the name plus the alias or ``v<version>`` (``fraud_detector_champion``,
   ``fraud_detector_v3``).
 * Names that still collide (``a.b`` and ``a_b``) or are too long get a short hash of the deployment key.
+* A name that would start with a digit gets ``model_`` in front (Gemini wants a letter or ``_`` first):
+  ``2024 churn model`` → ``model_2024_churn_model``.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ _HASH_LEN = 6
 
 def sanitize(text: str) -> str:
     """Lower-case ``text`` and replace every run of other characters than ``[a-z0-9_-]`` with ``_``."""
-    name = _INVALID.sub("_", text.strip().lower()).strip("_-")
-    return re.sub(r"_{2,}", "_", name) or "model"
+    name = re.sub(r"_{2,}", "_", _INVALID.sub("_", text.strip().lower()).strip("_-")) or "model"
+    return name if name[0].isalpha() else f"model_{name}"
 
 
 def short_hash(key: str) -> str:

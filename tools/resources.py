@@ -78,13 +78,13 @@ def read_card(service: InferenceService, uri: str, catalog: Catalog) -> types.Re
         raise MCPError(
             code=types.INVALID_PARAMS, message=f"Resource not found: {uri}: {exc.message}", data={"uri": uri}
         ) from None
-    tool = next((t.name for t in catalog.tools if t.key == info.key), None)
-    text = json.dumps(_jsonable(model_card(info, tool)), indent=2, allow_nan=False)
+    spec = next((t for t in catalog.tools if t.key == info.key), None)
+    text = json.dumps(_jsonable(model_card(info, spec)), indent=2, allow_nan=False)
     return types.ReadResourceResult(contents=[types.TextResourceContents(uri=uri, mime_type=MIME, text=text)])
 
 
-def model_card(info: DeploymentInfo, tool: str | None = None) -> dict[str, Any]:
-    """The card of one deployment, JSON-ready."""
+def model_card(info: DeploymentInfo, spec: ToolSpec | None = None) -> dict[str, Any]:
+    """The card of one deployment, JSON-ready (with its tool's name and schemas when it has a tool)."""
     summary = info.summary()
     model = info.model
     selector = selector_of(info)
@@ -94,13 +94,14 @@ def model_card(info: DeploymentInfo, tool: str | None = None) -> dict[str, Any]:
         "aliases": list(info.aliases),
         "model_uri": info.ref,
         "deployment": info.key,
-        "tool": tool,
+        "tool": spec.name if spec is not None else None,
         "card_uri": card_uri(info.name, selector),
         "description": model.model_description,
         "version_description": model.version_description,
         "signature": summary["signature"],
-        "input_schema": info.schema.tool_input,
-        "output_schema": info.schema.output,
+        "input_schema": spec.input_schema if spec is not None else None,
+        "output_schema": spec.output_schema if spec is not None else None,
+        "columns": dict(spec.shape.renamed) if spec is not None else {},
         "input_example": model.input_example,
         "training_run": {
             "run_id": model.run_id,

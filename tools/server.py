@@ -37,13 +37,14 @@ from server.ops.gate import Gate
 from server.ops.identity import Level, Principal
 from server.ops.record import Recorder
 from server.service import InferenceService
+from tools.arguments import validate_arguments
 from tools.auth import ToolAccess
 from tools.catalog import META_KEY, Catalog, CatalogBuilder, ToolSpec
-from tools.checks import validate_arguments
 from tools.directory import Directory, Mode
 from tools.errors import access_denied, error_result, status_of, tool_error, unknown_tool
 from tools.paging import page
 from tools.resources import card_templates, list_cards, parse_card_uri, read_card
+from tools.shapes import Dialect
 from tools.status import STATUS_URI, failure_note, model_name, read_status, status_resource, unserved_failures
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ class ToolServer:
         page_size: int = 100,
         tools_mode: Mode = "per_model",
         recorder: Recorder | None = None,
+        schema_dialect: Dialect = "portable",
     ) -> None:
         self.recorder = recorder
         self.service = service
@@ -128,7 +130,7 @@ class ToolServer:
         self.listen = ListenHandler(self.bus)
         self.page_size = page_size
         self.directory = Directory(tools_mode, service, self.access, self.score)
-        self._builder = CatalogBuilder()
+        self._builder = CatalogBuilder(dialect=schema_dialect, max_rows=service.max_tool_rows)
         self._published: dict[int, tuple[ToolSpec, types.Tool | None]] = {}
         self._legacy: weakref.WeakSet[Connection] = weakref.WeakSet()
         hint = CacheHint(ttl_ms=0, scope="private" if self.access.per_caller else "public")
@@ -193,11 +195,13 @@ class ToolServer:
     async def _list_tools(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        catalog = self.catalog()
-        tools = self.tools(catalog) if self.directory.per_model else []
-        if self.access.per_caller and tools:
-            allowed = {spec.name for spec in self._visible(catalog, self._caller(ctx), Level.CAN_QUERY)}
-            tools = [tool for tool in tools if tool.name in allowed]
+        tools: list[types.Tool] = []
+        if self.directory.per_model:  # catalogue mode lists three fixed tools: no catalogue to build
+            catalog = self.catalog()
+            tools = self.tools(catalog)
+            if self.access.per_caller and tools:
+                allowed = {spec.name for spec in self._visible(catalog, self._caller(ctx), Level.CAN_QUERY)}
+                tools = [tool for tool in tools if tool.name in allowed]
         # the catalogue tools first, then one per model (a catalogue tool's name shadows a model tool's)
         items = [(f"0:{tool.name}", tool) for tool in self.directory.tools()]
         items += [(f"1:{tool.name}", tool) for tool in tools if tool.name not in self.directory.names]
@@ -270,13 +274,13 @@ class ToolServer:
         if problem is not None:
             return tool_error(problem, spec)
         args = arguments or {}
-        rows = args["inputs"]
+        rows = spec.shape.rows(args["inputs"])  # property keys → column names, null optional values → absent
         await ctx.session.report_progress(0, 1, f"scoring {len(rows)} row(s) with {spec.title}")
         try:
             prediction = await self.service.predict_records(
-                spec.model_name, spec.selector, rows, args.get("params"), max_rows=limit
+                spec.model_name, spec.selector, rows, spec.shape.params(args.get("params")), max_rows=limit
             )
-            structured = prediction.structured()
+            structured = spec.shape.output(prediction.structured())
         except Exception as exc:  # every failure becomes an isError result the agent can read
             state["error"] = getattr(exc, "message", None) or type(exc).__name__
             return tool_error(exc, spec)

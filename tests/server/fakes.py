@@ -57,7 +57,7 @@ def fake_deployment(
         model=info,
         converted=converted,
         signature=SIGNATURE,
-        schema=build_schema(SIGNATURE, kind, max_items=10, example=info.input_example),
+        schema=build_schema(SIGNATURE, example=info.input_example),
         output_kind=kind,
         decoder=Decoder(SIGNATURE, max_rows=100),
         session=session,

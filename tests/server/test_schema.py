@@ -1,14 +1,14 @@
-"""Generated schemas: valid JSON Schema 2020-12, portable (no refs/unions), typed from the signature."""
+"""REST schemas generated from a signature: valid JSON Schema 2020-12, typed from the signature (tool schemas:
+tests/tools/test_shapes.py)."""
 
 from __future__ import annotations
 
 import json
 
 import jsonschema
-import pytest
 
 from registry import ColumnSpec, ModelSignature, ParamSpec
-from server.schema import OutputKind, build_schema
+from server.schema import build_schema
 
 SIG = ModelSignature(
     (
@@ -34,26 +34,22 @@ def _walk(node: object) -> list[dict]:
     return found
 
 
-@pytest.mark.parametrize("kind", [OutputKind("regression"), OutputKind("classification", (0, 1), True)])
-def test_schemas_are_valid_and_portable(kind: OutputKind) -> None:
-    schema = build_schema(SIG, kind, max_items=50, example=[{"year": 2025, "product": "product_A", "units": 1.0}])
-    for s in (schema.tool_input, schema.output, schema.rest_request, schema.record):
+def test_schemas_are_valid_and_portable() -> None:
+    schema = build_schema(SIG, example=[{"year": 2025, "product": "product_A", "units": 1.0}])
+    for s in (schema.rest_request, schema.record):
         jsonschema.Draft202012Validator.check_schema(s)
         text = json.dumps(s)
         assert "$ref" not in text and "$defs" not in text
-        if s is not schema.rest_request:  # what agents see: no combinators (the REST body is for OpenAPI clients)
-            assert not {"oneOf", "anyOf", "allOf"} & set(s)
         for node in _walk(s):
             assert not isinstance(node.get("type"), list), node
             if node.get("type") == "array":
                 assert "items" in node
-    assert schema.tool_input["type"] == "object"
-    assert schema.output["type"] == "object"
+    assert schema.example_record == {"year": 2025, "product": "product_A", "units": 1.0}
 
 
 def test_rest_request_schema_says_exactly_one_format_with_typed_rows() -> None:
     """OpenAPI clients (and schemathesis) get the body MLflow takes: one format, at least one row, typed cells."""
-    body = build_schema(SIG, OutputKind("regression"), max_items=50).rest_request
+    body = build_schema(SIG).rest_request
     validator = jsonschema.Draft202012Validator(body)
     assert validator.is_valid({"data": [[2025, "product_A", 1.0]]})
     assert validator.is_valid({"data": [[2025, "product_A", None]]})  # units is optional
@@ -65,31 +61,9 @@ def test_rest_request_schema_says_exactly_one_format_with_typed_rows() -> None:
 
 
 def test_record_schema_types_required_enums_and_descriptions() -> None:
-    schema = build_schema(SIG, OutputKind("regression"), max_items=50)
-    record = schema.record
+    record = build_schema(SIG).record
     assert record["properties"]["year"] == {"type": "integer", "description": "Calendar year. Unit: year."}
     assert record["properties"]["product"]["enum"] == ["product_A", "product_B"]
     assert record["properties"]["units"]["type"] == "number"
     assert record["required"] == ["year", "product"]
     assert record["additionalProperties"] is False
-    inputs = schema.tool_input["properties"]["inputs"]
-    assert inputs["minItems"] == 1 and inputs["maxItems"] == 50
-    assert schema.tool_input["properties"]["params"]["properties"]["horizon"]["type"] == "integer"
-
-
-def test_tool_schema_accepts_good_and_rejects_bad_arguments() -> None:
-    schema = build_schema(SIG, OutputKind("regression"), max_items=2)
-    validator = jsonschema.Draft202012Validator(schema.tool_input)
-    assert validator.is_valid({"inputs": [{"year": 2025, "product": "product_A", "units": 3.5}]})
-    assert not validator.is_valid({"inputs": [{"year": 2025, "product": "product_Z"}]})
-    assert not validator.is_valid({"inputs": [{"year": 2025, "product": "product_A", "extra": 1}]})
-    assert not validator.is_valid({"inputs": []})
-    assert not validator.is_valid({"inputs": [{"year": 1, "product": "product_A"}] * 3})
-
-
-def test_classifier_output_has_label_and_probabilities() -> None:
-    schema = build_schema(SIG, OutputKind("classification", (0, 1), True), max_items=5)
-    item = schema.output["properties"]["predictions"]["items"]
-    assert item["properties"]["label"]["type"] == "integer"
-    assert item["properties"]["probabilities"]["additionalProperties"] == {"type": "number"}
-    assert "EUR" in item["description"]

@@ -125,24 +125,39 @@ def _info(
     )
 
 
-def ltv_deployment(version: str = "3", alias: str | None = "champion", *, name: str = "customer_ltv") -> Deployment:
+LTV_COLUMNS = ("tenure_months", "monthly_spend", "segment")
+
+
+def ltv_deployment(
+    version: str = "3",
+    alias: str | None = "champion",
+    *,
+    name: str = "customer_ltv",
+    columns: tuple[str, str, str] = LTV_COLUMNS,
+    closed: bool = False,
+) -> Deployment:
+    """The LTV model; ``columns`` renames its three inputs (the graph keeps its own), ``closed`` makes ``segment``
+    refuse unknown categories (an encoder with ``handle_unknown="error"``)."""
+    tenure, spend, segment = columns
     signature = ModelSignature(
         inputs=(
-            ColumnSpec("tenure_months", "long", description="Months since the customer signed up", unit="month"),
-            ColumnSpec("monthly_spend", "double", description="Average monthly spend", unit="EUR"),
-            ColumnSpec("segment", "string", optional=False, description="Customer segment"),
+            ColumnSpec(tenure, "long", description="Months since the customer signed up", unit="month"),
+            ColumnSpec(spend, "double", description="Average monthly spend", unit="EUR"),
+            ColumnSpec(segment, "string", optional=False, description="Customer segment"),
         ),
         output_description="the customer's expected lifetime value",
         output_unit="EUR",
-    ).with_categories({"segment": ("basic", "premium")})
-    example = [{"tenure_months": 12, "monthly_spend": 40.5, "segment": "premium"}]
+    ).with_categories({segment: ("basic", "premium")}, closed=(segment,) if closed else ())
+    example = [{tenure: 12, spend: 40.5, segment: "premium"}]
     converted = ConvertedModel(
         runtime="onnx",
         flavor="sklearn",
         model_dir=Path("."),
+        input_map=dict(zip(columns, LTV_COLUMNS, strict=True)),
         input_dtypes={"tenure_months": "int64", "monthly_spend": "float64", "segment": "object"},
         prediction_output="variable",
-        categories={"segment": ("basic", "premium")},
+        categories={segment: ("basic", "premium")},
+        closed_categories=(segment,) if closed else (),
     )
     return _deployment(
         name,
@@ -201,7 +216,7 @@ def _deployment(
 ) -> Deployment:
     ref = ModelRef(name, alias=alias) if alias else ModelRef(name, version=version)
     session = OnnxSession(model, providers="cpu", intra_op_threads=1)
-    schema = build_schema(signature, kind, max_items=MAX_TOOL_ROWS, example=example)
+    schema = build_schema(signature, example=example)
     batcher = Batcher(session.run, BatcherConfig(timeout_s=30.0), name=ref.uri)
     return Deployment(
         ref,

@@ -1,17 +1,21 @@
-"""Deployments → tool specs: names, descriptions, schemas from server.schema, the checklist gate."""
+"""Deployments → tool specs: names, descriptions, schemas from tools.shapes, the checklist gate."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
+from typing import Any
 
 import pytest
 
+from registry import ModelSignature
 from server.deployments import DeploymentInfo
 from tests.tools.models import MAX_TOOL_ROWS, ltv_deployment, propensity_deployment
+from tools import catalog as catalog_module
 from tools.catalog import META_KEY, CatalogBuilder, build_spec
 from tools.checks import tool_problems
+from tools.shapes import ToolShape
 
 
 @pytest.fixture
@@ -31,12 +35,14 @@ def test_one_tool_per_deployment_sorted_by_name(ltv: DeploymentInfo, propensity:
     assert catalog.get("customer_ltv") is not None and catalog.get("nope") is None
 
 
-def test_schemas_are_the_ones_server_schema_generated(ltv: DeploymentInfo) -> None:
-    spec = build_spec(ltv, "customer_ltv")
-    assert spec.input_schema is ltv.schema.tool_input
-    assert spec.output_schema is ltv.schema.output
-    assert spec.input_schema["properties"]["inputs"]["maxItems"] == MAX_TOOL_ROWS
+def test_schemas_are_the_shapes_of_the_signature(ltv: DeploymentInfo) -> None:
+    spec = build_spec(ltv, "customer_ltv", max_rows=MAX_TOOL_ROWS)
+    assert spec.input_schema is spec.shape.input_schema and spec.output_schema is spec.shape.output_schema
+    assert spec.max_rows == MAX_TOOL_ROWS and "maxItems" not in spec.input_schema["properties"]["inputs"]
+    assert f"1 to {MAX_TOOL_ROWS} rows" in spec.input_schema["properties"]["inputs"]["description"]
     assert tool_problems(spec.name, spec.input_schema, spec.output_schema, spec.example) == []
+    full = build_spec(ltv, "customer_ltv", dialect="full", max_rows=MAX_TOOL_ROWS)
+    assert full.input_schema["properties"]["inputs"]["maxItems"] == MAX_TOOL_ROWS
 
 
 def test_title_meta_and_routing_carry_the_real_model(ltv: DeploymentInfo) -> None:
@@ -56,14 +62,14 @@ def test_title_meta_and_routing_carry_the_real_model(ltv: DeploymentInfo) -> Non
 
 
 def test_description_lets_an_agent_call_without_guessing(ltv: DeploymentInfo) -> None:
-    text = build_spec(ltv, "customer_ltv").description
+    text = build_spec(ltv, "customer_ltv", max_rows=MAX_TOOL_ROWS).description
     assert text.startswith("Score rows with the MLflow model 'customer_ltv' version 3 (alias @champion).")
     assert "Predicts a customer's lifetime value." in text  # registered-model description
     assert "Version 3, trained on synthetic data." in text  # version description
     assert "one entry per input row, in order: a number: the customer's expected lifetime value, in EUR." in text
-    assert "list of 1 to 10 rows" in text
-    assert "- tenure_months (integer, month, required): Months since the customer signed up." in text
-    assert '- segment (string, one of ["basic", "premium"], required): Customer segment.' in text
+    assert "a list of 1 to 10 rows" in text
+    assert "the fields tenure_months, monthly_spend, segment (all required)" in text
+    assert "Months since the customer signed up" not in text  # said once: in the input schema
     example = json.loads(text.split("Example arguments: ", 1)[1].split("\n", 1)[0])
     assert example == {"inputs": [{"tenure_months": 12, "monthly_spend": 40.5, "segment": "premium"}]}
     assert "POST /model/customer_ltv/champion/invocations" in text
@@ -82,12 +88,19 @@ def test_a_synthetic_example_replaces_an_invalid_input_example(ltv: DeploymentIn
 
 
 def test_a_tool_that_fails_the_checklist_is_skipped_with_a_reason(
-    ltv: DeploymentInfo, propensity: DeploymentInfo, caplog: pytest.LogCaptureFixture
+    ltv: DeploymentInfo, propensity: DeploymentInfo, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bad_schema = dataclasses.replace(ltv.schema, tool_input={"type": "array", "items": {"type": "number"}})
-    bad = dataclasses.replace(ltv, schema=bad_schema)
+    real = catalog_module.build_shape
+
+    def broken(signature: ModelSignature, *args: Any, **kwargs: Any) -> ToolShape:
+        shape = real(signature, *args, **kwargs)
+        if "segment" not in signature.input_names:
+            return shape
+        return dataclasses.replace(shape, input_schema={"type": "array", "items": {"type": "number"}})
+
+    monkeypatch.setattr(catalog_module, "build_shape", broken)
     with caplog.at_level(logging.WARNING, logger="tools.catalog"):
-        catalog = CatalogBuilder().build([bad, propensity])
+        catalog = CatalogBuilder().build([ltv, propensity])
     assert catalog.names == ["customer_propensity"]
     assert "root type must be 'object'" in catalog.skipped["customer_ltv@champion"]
     assert "customer_ltv@champion is not published" in caplog.text

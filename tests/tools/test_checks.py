@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
-from server.errors import InvalidInput, PayloadTooLarge
-from tools.checks import portability_problems, tool_problems, validate_arguments
+from tools.checks import RULE_SETS, portability_problems, portability_report, provider_problems, tool_problems
 
 
 def tool_input(record: dict[str, Any], max_items: int = 3) -> dict[str, Any]:
@@ -66,35 +66,93 @@ def test_root_rules() -> None:
     assert any("top-level anyOf" in p for p in tool_problems("t", bad_root, OUTPUT))
     assert any("not a valid JSON Schema" in p for p in tool_problems("t", tool_input({"type": 5}), OUTPUT))
     assert any("must match" in p for p in tool_problems("Has.Dots", tool_input(RECORD), OUTPUT))
-    no_limit = tool_input(RECORD)
-    del no_limit["properties"]["inputs"]["maxItems"]
-    assert any("minItems and maxItems" in p for p in tool_problems("t", no_limit, OUTPUT))
+    assert any("must match" in p for p in tool_problems("2024_model", tool_input(RECORD), OUTPUT))  # Gemini
+    not_rows = tool_input(RECORD) | {"properties": {"inputs": {"type": "string"}}}
+    assert any("'inputs' must be an array" in p for p in tool_problems("t", not_rows, OUTPUT))
     assert any("example call" in p for p in tool_problems("t", tool_input(RECORD), OUTPUT, {"inputs": [{}]}))
 
 
-def test_valid_arguments_pass() -> None:
-    assert validate_arguments(tool_input(RECORD), {"inputs": [{"age": 3.5, "segment": "b"}]}) is None
+PORTABLE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["inputs"],
+    "properties": {
+        "inputs": {
+            "type": "array",
+            "description": "1 to 3 rows",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["age", "segment"],
+                "properties": {
+                    "age": {"anyOf": [{"type": "number"}, {"type": "null"}]},
+                    "segment": {"type": "string", "enum": ["a", "b"]},
+                },
+            },
+        }
+    },
+}
 
 
-def test_invalid_arguments_name_the_path_and_the_reason() -> None:
-    err = validate_arguments(tool_input(RECORD), {"inputs": [{"age": "old", "segment": "c", "extra": 1}]})
-    assert isinstance(err, InvalidInput) and not isinstance(err, PayloadTooLarge)
-    assert "inputs[0].age: 'old' is not of type 'number'" in err.message
-    assert "inputs[0].segment: 'c' is not one of ['a', 'b']" in err.message
-    assert "allowed fields: ['age', 'note', 'segment']" in err.message
-    assert err.field == "inputs[0]"
+def test_a_portable_schema_passes_every_rule_set() -> None:
+    assert portability_report("score_it", PORTABLE) == {key: [] for key in RULE_SETS}
 
 
-def test_missing_fields_and_empty_inputs() -> None:
-    missing = validate_arguments(tool_input(RECORD), {"inputs": [{"age": 1}]})
-    assert missing is not None and "inputs[0]: missing required field(s) ['segment']" in missing.message
-    empty = validate_arguments(tool_input(RECORD), {"inputs": []})
-    assert empty is not None and "inputs: [] should be non-empty" in empty.message
-    none = validate_arguments(tool_input(RECORD), None)
-    assert none is not None and "arguments: missing required field(s) ['inputs']" in none.message
+@pytest.mark.parametrize(
+    ("change", "failing"),
+    [
+        # the bounds the default schema used to carry: OpenAI's legacy strict rules and Anthropic strict refuse them
+        ({"maxItems": 3}, {"openai-strict-legacy", "anthropic-strict"}),
+        ({"minItems": 2}, {"openai-strict-legacy", "anthropic-strict"}),
+        ({"minItems": 1}, {"openai-strict-legacy"}),
+        ({"format": "date-time"}, {"openai-strict-legacy"}),
+        ({"default": []}, {"openai-strict", "openai-strict-legacy"}),
+    ],
+)
+def test_keywords_each_provider_refuses(change: dict[str, Any], failing: set[str]) -> None:
+    schema = json.loads(json.dumps(PORTABLE))
+    schema["properties"]["inputs"] |= change
+    failed = {rule_set for rule_set, problems in portability_report("t", schema).items() if problems}
+    assert failed == failing
 
 
-def test_too_many_rows_is_payload_too_large() -> None:
-    err = validate_arguments(tool_input(RECORD, max_items=2), {"inputs": [{"age": 1, "segment": "a"}] * 3})
-    assert isinstance(err, PayloadTooLarge)
-    assert err.field == "inputs" and "3 rows" in err.message and "at most 2" in err.message
+def test_optional_properties_fail_openai_strict_only() -> None:
+    schema = json.loads(json.dumps(PORTABLE))
+    schema["properties"]["inputs"]["items"]["required"] = ["segment"]
+    failed = {rule_set for rule_set, problems in portability_report("t", schema).items() if problems}
+    assert failed == {"openai-strict", "openai-strict-legacy"}
+
+
+def test_open_objects_and_numeric_bounds() -> None:
+    schema = json.loads(json.dumps(PORTABLE))
+    record = schema["properties"]["inputs"]["items"]
+    record["properties"]["age"] = {"type": "number", "minimum": 0}
+    del record["additionalProperties"]
+    report = portability_report("t", schema)
+    assert any("additionalProperties: false" in p for p in report["anthropic-strict"])
+    assert any("'minimum' is not supported" in p for p in report["anthropic-strict"])
+    assert any("'minimum' is not supported" in p for p in report["openai-strict-legacy"])
+    assert not any("minimum" in p for p in report["openai-strict"])  # current strict mode takes numeric bounds
+
+
+def test_names_and_property_keys() -> None:
+    assert provider_problems("2024_churn_model", PORTABLE, "gemini")  # Gemini: a letter or _ first
+    assert not provider_problems("model_2024_churn_model", PORTABLE, "gemini")
+    assert provider_problems("has.dot", PORTABLE, "openai-strict")
+    schema = json.loads(json.dumps(PORTABLE))
+    record = schema["properties"]["inputs"]["items"]
+    record["properties"]["Order Value (EUR)"] = {"type": "number"}
+    record["required"].append("Order Value (EUR)")
+    for rule_set in ("anthropic", "anthropic-strict", "openai-strict"):
+        assert any("Order Value (EUR)" in p for p in provider_problems("t", schema, rule_set)), rule_set
+
+
+def test_openai_legacy_limits() -> None:
+    schema = json.loads(json.dumps(PORTABLE))
+    record = schema["properties"]["inputs"]["items"]
+    record["properties"] = {f"c{i}": {"type": "number"} for i in range(120)}
+    record["required"] = list(record["properties"])
+    assert any("properties in all" in p for p in provider_problems("t", schema, "openai-strict-legacy"))
+    assert not provider_problems("t", schema, "openai-strict")
+    with pytest.raises(ValueError, match="unknown rule set"):
+        provider_problems("t", schema, "nope")

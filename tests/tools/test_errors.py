@@ -46,8 +46,11 @@ def text(result: types.CallToolResult) -> str:
             None,
         ),
         (
-            InvalidInput("invalid arguments: inputs[0].age: 'x' is not of type 'number'", field="inputs[0].age"),
-            ["Invalid arguments for customer_ltv: inputs[0].age: 'x' is not of type 'number'", "Fix the arguments"],
+            InvalidInput('1 problem in 1 row(s):\nrow 0: age: expected a number, got "x"', field="inputs[0].age"),
+            [
+                'Invalid arguments for customer_ltv: 1 problem in 1 row(s):\nrow 0: age: expected a number, got "x"',
+                "Fix the arguments",
+            ],
             "BAD_REQUEST",
             None,
         ),

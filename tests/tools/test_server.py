@@ -5,17 +5,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from typing import Any
 
 import anyio
 import pytest
 from mcp import Client
 
+from registry import ModelSignature
 from server.service import InferenceService
 from tests.tools.models import ltv_deployment
 from tools import McpDoor
+from tools import catalog as catalog_module
 from tools.catalog import build_spec
 from tools.door import ChangeFeed, _close_on_server_exit
 from tools.server import _wire_checked
+from tools.shapes import ToolShape
 
 pytestmark = pytest.mark.anyio
 
@@ -52,10 +56,21 @@ async def test_change_feed_wakes_the_notifier_on_its_loop_from_any_thread() -> N
     feed.fire()  # no notifier left: a no-op
 
 
-async def test_describe_lists_published_tools_and_skipped_deployments(door: McpDoor, service: InferenceService) -> None:
+async def test_describe_lists_published_tools_and_skipped_deployments(
+    door: McpDoor, service: InferenceService, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert door.describe() == {"tools": ["customer_ltv", "customer_propensity"], "skipped": {}}
-    broken = ltv_deployment(version="9", alias="broken", name="broken_model")
-    broken.schema = dataclasses.replace(broken.schema, tool_input={"type": "object", "properties": {}})
+    real = catalog_module.build_shape
+
+    def shape(signature: ModelSignature, *args: Any, **kwargs: Any) -> ToolShape:
+        built = real(signature, *args, **kwargs)
+        broken = "broken" in signature.input_names
+        return dataclasses.replace(built, input_schema={"type": "object", "properties": {}}) if broken else built
+
+    monkeypatch.setattr(catalog_module, "build_shape", shape)
+    broken = ltv_deployment(
+        version="9", alias="broken", name="broken_model", columns=("tenure_months", "monthly_spend", "broken")
+    )
     service.table.add(broken)
     described = door.describe()
     assert described["tools"] == ["customer_ltv", "customer_propensity"]
