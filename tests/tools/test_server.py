@@ -13,6 +13,7 @@ from mcp import Client
 
 from registry import ModelSignature
 from server.service import InferenceService
+from server.settings import Settings
 from tests.tools.models import ltv_deployment
 from tools import McpDoor
 from tools import catalog as catalog_module
@@ -93,3 +94,16 @@ async def test_uvicorn_exit_closes_listen_streams(monkeypatch: pytest.MonkeyPatc
     with anyio.fail_after(5):
         await _close_on_server_exit(closed.set, poll_s=0)
     assert closed.is_set()
+
+
+async def test_the_full_dialect_publishes_every_bound_and_still_scores(service: InferenceService) -> None:
+    door = McpDoor(service, Settings(max_tool_rows=10, mcp_schema="full"))
+    async with Client(door.server) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        inputs = tools["customer_ltv"].input_schema["properties"]["inputs"]
+        assert (inputs["minItems"], inputs["maxItems"]) == (1, 10)
+        row = {"tenure_months": 2, "monthly_spend": 10.0, "segment": "basic"}
+        result = await client.call_tool("customer_ltv", {"inputs": [row]})
+        assert result.is_error is False and result.structured_content == {"predictions": [40.0]}
+        too_many = await client.call_tool("customer_ltv", {"inputs": [row] * 11})
+        assert too_many.is_error is True and "at most 10" in too_many.content[0].text  # type: ignore[union-attr]
