@@ -82,8 +82,11 @@ def tool_problems(
     input_schema: Mapping[str, Any],
     output_schema: Mapping[str, Any] | None,
     example: Mapping[str, Any] | None = None,
+    *,
+    rows: bool = True,
 ) -> list[str]:
-    """Everything that would keep a tool from being published; empty when it passes the checklist.
+    """Everything that would keep a tool from being published; empty when it passes the checklist (``rows``: a model
+    tool, whose arguments are a list of ``inputs``; the catalogue tools take other arguments).
 
     This is the MCP floor (a valid, portable 2020-12 object schema, a closed argument object with a list of
     ``inputs``); whether it also passes each provider's function-calling rules is ``portability_report``.
@@ -95,7 +98,7 @@ def tool_problems(
     if problems or not isinstance(input_schema, Mapping):
         return problems
     inputs = (input_schema.get("properties") or {}).get("inputs")
-    if not isinstance(inputs, Mapping) or inputs.get("type") != "array":
+    if rows and (not isinstance(inputs, Mapping) or inputs.get("type") != "array"):
         problems.append("inputSchema: 'inputs' must be an array of rows")
     if input_schema.get("additionalProperties") is not False:
         problems.append("inputSchema: additionalProperties must be false")
@@ -144,7 +147,7 @@ _OPENAI_LIMITS = {"openai-strict": (5000, 10, 1000, 120_000), "openai-strict-leg
 def provider_problems(name: str, input_schema: Mapping[str, Any], rule_set: str) -> list[str]:
     """Why a tool (its name and input schema) would be refused under ``rule_set``; empty when it passes."""
     if rule_set == "mcp":
-        return tool_problems(name, input_schema, None)
+        return tool_problems(name, input_schema, None, rows=False)
     if rule_set not in RULE_SETS:
         raise ValueError(f"unknown rule set {rule_set!r}; one of {RULE_SETS}")
     problems: list[str] = []

@@ -27,10 +27,11 @@ from tests.tools.models import MAX_TOOL_ROWS, ltv_deployment, ltv_value, propens
 from tests.tools.test_auth import connect
 from tools import McpDoor
 from tools.catalog import CatalogBuilder
-from tools.checks import RULE_SETS, provider_problems, root_problems
-from tools.directory import NAMES, entry, rank
+from tools.checks import RULE_SETS, provider_problems, tool_problems
+from tools.directory import NAMES
 from tools.errors import ERROR_META_KEY
 from tools.paging import encode_cursor, page
+from tools.search import entry, rank
 
 pytestmark = pytest.mark.anyio
 
@@ -182,11 +183,8 @@ async def test_the_catalogue_tools_pass_every_providers_rules(service: Inference
     door = McpDoor(service, settings(mcp_tools="catalog"))
     for tool in door.tools.directory.tools():
         for rule_set in RULE_SETS:
-            if rule_set != "mcp":  # the MCP floor's 'inputs' rule is about per-model tools
-                assert provider_problems(tool.name, tool.input_schema, rule_set) == [], (tool.name, rule_set)
-        assert root_problems(tool.input_schema, "inputSchema") == []
-        if tool.output_schema is not None:
-            assert root_problems(tool.output_schema, "outputSchema") == []
+            assert provider_problems(tool.name, tool.input_schema, rule_set) == [], (tool.name, rule_set)
+        assert tool_problems(tool.name, tool.input_schema, tool.output_schema, rows=False) == []
         wire = {"tools": [tool.model_dump(by_alias=True, mode="json", exclude_none=True)], "ttlMs": 0}
         for era in ("2025-11-25", "2026-07-28"):
             serialize_server_result("tools/list", era, wire | {"cacheScope": "public", "resultType": "complete"})
