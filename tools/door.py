@@ -206,7 +206,10 @@ class McpDoor:
     def describe(self) -> dict[str, Any]:
         """What is published now: tool names and skipped deployments with reasons (for logs and /health)."""
         catalog = self.tools.catalog()
-        return {"tools": [t.name for t in self.tools.tools(catalog)], "skipped": dict(catalog.skipped)}
+        directory = self.tools.directory
+        models = [t.name for t in self.tools.tools(catalog)] if directory.per_model else []
+        names = list(directory.names) + [n for n in models if n not in directory.names]
+        return {"tools": names, "skipped": dict(catalog.skipped)}
 
 
 async def _close_on_server_exit(close: Callable[[], None], poll_s: float = 0.5) -> None:

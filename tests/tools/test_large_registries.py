@@ -177,6 +177,9 @@ async def test_catalog_mode_lists_exactly_the_three_tools(service: InferenceServ
             await client.call_tool("customer_ltv", {"inputs": scenarios.LTV_ROWS})
     if mode == "auto":
         assert "search_models" in (door.server.instructions or "")
+    assert door.describe()["tools"] == CATALOG
+    both = McpDoor(door.service, settings(mcp_tools="both")).describe()["tools"]
+    assert both == [*CATALOG, "customer_ltv", "customer_propensity"]
 
 
 async def test_the_catalogue_tools_pass_every_providers_rules(service: InferenceService) -> None:
