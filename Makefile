@@ -41,6 +41,10 @@ bench-full: install  ## every size x concurrency x body format, 10 s per point; 
 bench-runtime: install  ## the runtime alone: raw onnxruntime and the batcher, no HTTP
 	$(BIN)/python bench/runtime_bench.py
 
+.PHONY: bench-batch
+bench-batch: install  ## batch scoring: modelport score vs raw onnxruntime vs pyfunc vs mlflow models predict; RSS at 10M rows
+	$(BIN)/python -m bench.batch_score --rss-rows 10000000
+
 api-checks: install  ## schemathesis against the OpenAPI document of a demo server (0 server errors, conformance)
 	.ci/api-checks.sh
 

@@ -78,7 +78,14 @@ class Source:
 
     def batches(self, columns: Sequence[str], chunk_rows: int) -> Iterator[pa.RecordBatch]:
         """The rows of ``columns``, in record batches of at most ``chunk_rows`` rows, in input order."""
-        scanner = self.dataset.scanner(columns=list(columns), batch_size=chunk_rows, use_threads=True)
+        options: dict[str, Any] = {}
+        if self.format in ("parquet", "delta"):
+            # NOTE: no pre-buffering of whole row groups and one batch of read-ahead: memory stays at about one row
+            # group (decoded) plus the chunks in flight; measured as fast on local files (bench/batch_score.py).
+            options["fragment_scan_options"] = ds.ParquetFragmentScanOptions(pre_buffer=False)
+        scanner = self.dataset.scanner(
+            columns=list(columns), batch_size=chunk_rows, batch_readahead=1, fragment_readahead=1, **options
+        )
         try:
             for batch in scanner.to_batches():
                 if batch.num_rows:
