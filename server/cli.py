@@ -49,6 +49,15 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("models", nargs="*", metavar="MODEL_URI", help="models:/name/3 or models:/name@alias")
     _common(serve)
     _server_flags(serve)
+    scale = serve.add_argument_group("replicas (docs/scaling.md)")
+    scale.add_argument(
+        "--ray", nargs="?", const="local", metavar="ADDRESS",
+        help="run the server's replicas on Ray Serve (pip install 'modelport[ray]'): a local Ray by default, or the "
+        "cluster at ADDRESS (ray://host:10001, auto)",
+    )  # fmt: skip
+    scale.add_argument("--workers", type=int, metavar="N", help="N server processes sharing the port (no Ray)")
+    scale.add_argument("--min-replicas", type=int, metavar="N", help="fewest replicas under --ray; 0 = scale to zero")
+    scale.add_argument("--max-replicas", type=int, metavar="N", help="most replicas under --ray (autoscaled between)")
     demo = sub.add_parser("demo", help="create the demo registry (idempotent) and serve its models")
     _common(demo)
     _server_flags(demo)
@@ -88,7 +97,14 @@ def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
     models = tuple(getattr(args, "models", ()) or ())
     if models:
         overrides["models"] = models
-    return load_settings(args.config, **overrides, **extra)
+    settings = load_settings(args.config, **overrides, **extra)
+    replicas = {k: getattr(args, k, None) for k in ("min_replicas", "max_replicas")}
+    if any(v is not None for v in replicas.values()):
+        scaleout = settings.scaleout.model_validate(
+            {**settings.scaleout.model_dump(), **{k: v for k, v in replicas.items() if v is not None}}
+        )
+        settings = settings.model_copy(update={"scaleout": scaleout})
+    return settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,6 +147,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     stop = preflight(settings)  # before importing the server stack: a refusal is instant and binds nothing
     if stop is not None:
         return stop
+    if getattr(args, "ray", None) is not None:
+        return _serve_ray(settings, None if args.ray == "local" else args.ray)
+    if (getattr(args, "workers", None) or 1) > 1:
+        from server.scaleout.workers import run_workers
+
+        return run_workers(settings, args.workers)
     from server.main import StartupError, serve
 
     try:
@@ -138,6 +160,16 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     except StartupError as exc:
         print(f"modelport: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _serve_ray(settings: Settings, address: str | None) -> int:
+    try:
+        from server.scaleout.ray_serve import serve_forever
+    except ImportError as exc:
+        print(f"modelport: --ray needs Ray Serve: pip install 'modelport[ray]' ({exc})", file=sys.stderr)
+        return 2
+    serve_forever(settings, address)
     return 0
 
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -182,21 +183,26 @@ def serve(settings: Settings, *, progress: Progress | None = None) -> None:
         components = build(settings, progress=progress or terminal_progress())
     except Exception as exc:
         raise StartupError(f"cannot start: {one_line(exc)} (registry {settings.effective_registry_uri})") from exc
-    config = uvicorn.Config(
-        components.app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=30,
-        http=SingleWriteProtocol.with_limits(settings.http),
-        ssl_certfile=None if settings.ssl_certfile is None else str(settings.ssl_certfile),
-        ssl_keyfile=None if settings.ssl_keyfile is None else str(settings.ssl_keyfile),
-    )
+    config = uvicorn_config(settings, components.app)
     try:
         uvicorn.Server(config).run()
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled; shutdown (drain) is already done
         log.info("stopped")
+
+
+def uvicorn_config(settings: Settings, app: Any, *, graceful_shutdown_s: float = 30) -> uvicorn.Config:
+    """How every modelport HTTP server runs: our protocol and limits, no uvicorn logging, TLS when configured."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(graceful_shutdown_s),
+        http=SingleWriteProtocol.with_limits(settings.http),
+        ssl_certfile=None if settings.ssl_certfile is None else str(settings.ssl_certfile),
+        ssl_keyfile=None if settings.ssl_keyfile is None else str(settings.ssl_keyfile),
+    )
 
 
 def _version() -> str:

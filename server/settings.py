@@ -232,6 +232,29 @@ class CacheSettings(BaseModel):
     """How long an unknown or unloadable version is remembered (fast 404/503 without asking the registry)."""
 
 
+class ScaleOutSettings(BaseModel):
+    """Replicas of the whole server (``modelport serve --ray`` or ``--workers N``; docs/scaling.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_replicas: int = Field(1, ge=0)
+    """Fewest replicas; 0 = scale to zero (the driver holds the port and wakes one on the next request)."""
+    max_replicas: int = Field(1, ge=1)
+    """Most replicas; the autoscaler moves between the two from each replica's ongoing requests."""
+    target_ongoing_requests: float = Field(32.0, gt=0)
+    """Ongoing requests per replica the autoscaler aims at (a 1-row model holds ~64 at full speed on one core)."""
+    num_cpus: float = Field(1.0, ge=0)
+    """CPUs Ray reserves per replica (and onnxruntime's intra-op threads when ``intra_op_threads`` is unset)."""
+    num_gpus: float = Field(0.0, ge=0)
+    """GPUs per replica; fractions (0.25) let several replicas share one GPU."""
+    upscale_delay_s: float = Field(3.0, ge=0)
+    downscale_delay_s: float = Field(30.0, ge=0)
+    graceful_shutdown_s: float = Field(20.0, ge=0)
+    """A replica being removed stops accepting, then finishes its open requests for at most this long."""
+    wake_timeout_s: float = Field(60.0, gt=0)
+    """With no replica, how long a request held by the driver waits for one to start (then 503 + Retry-After)."""
+
+
 class PromotionSettings(BaseModel):
     """How served aliases follow the registry."""
 
@@ -317,6 +340,8 @@ class Settings(BaseSettings):
     cost: CostSettings = CostSettings()
     observe: bool = True
     """Record metrics and inference tables (off only to measure the layer's cost: ``make bench``)."""
+    scaleout: ScaleOutSettings = ScaleOutSettings()
+    """Replicas of the server under Ray Serve (``serve --ray``) or ``--workers`` processes (docs/scaling.md)."""
 
     @field_validator("models", mode="before")
     @classmethod
