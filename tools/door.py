@@ -9,8 +9,8 @@ Wiring in the composition root::
         ...
     await door.run_stdio()             # `modelport mcp --stdio`: nothing but protocol on stdout
 
-Deployment changes (``InferenceService.subscribe``; called from any thread) become ``tools/list_changed`` and
-``resources/list_changed`` notifications for clients of both eras while ``lifespan()``, ``notifications()`` or
+Deployment changes (``InferenceService.subscribe``; called from any thread) and, with auth on, permission changes
+(``Gate.on_change``: ACLs and tokens) become ``tools/list_changed`` and ``resources/list_changed`` notifications for clients of both eras while ``lifespan()``, ``notifications()`` or
 ``run_stdio()`` runs.
 """
 
@@ -120,6 +120,8 @@ class McpDoor:
         self.sessions: BoundedSessionManager | None = None
         """The HTTP session manager (built with ``asgi_app()``)."""
         service.subscribe(self._feed.fire)
+        if gate is not None and gate.enabled:  # a grant or revocation changes who sees which tools
+            gate.on_change(self._feed.fire)
 
     # -- HTTP ---------------------------------------------------------------------------------------------------
 

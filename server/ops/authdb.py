@@ -41,11 +41,12 @@ class AuthDB:
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that bumps the generation; this process's caches reload at once."""
+        """A write transaction that bumps the generation; this process's listeners hear of it at once."""
         with self._lock, self._connect() as db:
             yield db
             db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
         self._checked = float("-inf")
+        self.check()
 
     def read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         """Rows of a query; none (without creating the file) while there is no ``auth.db`` yet."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 
 from server.errors import PermissionDenied, RateLimited, Unauthenticated
 from server.ops.acl import AclStore
@@ -76,6 +77,12 @@ class Gate:
         """Tokens or ACLs changed (here or in another process): forget every cached decision."""
         self._version += 1
         self._decisions = {}
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` when tokens or ACLs change (who may see what): at once for a change made in this
+        process, within ``auth.refresh_s`` of the next request for one made in another."""
+        for db in {id(d): d for d in (self.tokens.db, self.acl.db)}.values():
+            db.on_change(listener)
 
     # -- identity -----------------------------------------------------------------------------------------------
 

@@ -9,14 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import httpx2
+import mcp.types as types
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.routes import build_resource_metadata_url
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.subscriptions import ToolsListChanged
 from mcp.shared.exceptions import MCPError
 
 from server.main import build, build_gate
@@ -246,6 +249,30 @@ async def test_an_admin_sees_and_calls_every_model(secured: Secured, mode: str) 
         await scenarios.assert_tools_listed(c)
         await scenarios.assert_scores(c)
         await scenarios.assert_cards(c)
+
+
+async def test_a_grant_tells_listening_clients_that_their_tools_changed(secured: Secured) -> None:
+    """A permission change is a tools/list change for the callers it concerns: both eras are told at once."""
+    legacy_heard = anyio.Event()
+
+    async def on_message(message: object) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            legacy_heard.set()
+
+    headers = {"Authorization": f"Bearer {secured.oauth.token('carol')}"}
+    async with (
+        connect(secured.url, secured.oauth.token("carol"), "auto") as (modern, _),
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0)) as http,
+        Client(streamable_http_client(secured.url, http_client=http), mode="legacy", message_handler=on_message) as old,
+    ):
+        assert await names(modern) == [] and await names(old) == []
+        async with modern.listen(tools_list_changed=True) as sub:
+            await anyio.to_thread.run_sync(secured.grant, "carol", "customer_ltv", Level.CAN_QUERY)
+            with anyio.fail_after(10):
+                event = await sub.__anext__()
+                await legacy_heard.wait()
+        assert isinstance(event, ToolsListChanged)
+        assert await names(modern) == ["customer_ltv"] and await names(old) == ["customer_ltv"]
 
 
 async def test_a_user_without_any_grant_sees_no_tools(secured: Secured) -> None:
