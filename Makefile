@@ -33,6 +33,14 @@ test: lint typecheck  ## lint, layer contracts, mypy, then the whole test suite
 bench: install  ## modelport vs mlflow models serve vs a bare uvicorn echo, side by side (needs wrk; a few minutes)
 	$(BIN)/python -m bench.suite
 
+.PHONY: test-ray bench-ray
+test-ray: install  ## the Ray Serve tests (needs the ray extra), in a loopback-only network namespace (root)
+	$(BIN)/python -c 'import ray.serve' 2>/dev/null || $(BIN)/uv pip install --python $(BIN)/python -e '.[dev,ray]' || $(BIN)/python -m pip install --quiet -e '.[dev,ray]'
+	RAY_USAGE_STATS_ENABLED=0 unshare -n bash -c 'ip link set lo up && $(BIN)/pytest -q tests/integration/test_ray.py'
+
+bench-ray: install  ## Ray Serve ingress options vs modelport serve, side by side (needs the ray extra and wrk)
+	$(BIN)/python -m bench.ray_ingress
+
 .PHONY: bench-full bench-runtime
 bench-full: install  ## every size x concurrency x body format, 10 s per point; then overload (1x-10x capacity)
 	$(BIN)/python -m bench.suite --full

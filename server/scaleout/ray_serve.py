@@ -87,22 +87,22 @@ def application(settings: Settings, plan: ReplicaPlan) -> Any:
     ).bind(replica_settings(settings, plan), plan.graceful_shutdown_s)
 
 
-def running_replicas() -> int:
-    """Replicas of the deployment in state RUNNING (listening on the shared port)."""
-    app = serve.status().applications.get(APP)
+def running_replicas(name: str = APP) -> int:
+    """Replicas of the application's deployment in state RUNNING (listening on the shared port)."""
+    app = serve.status().applications.get(name)
     if app is None or DEPLOYMENT not in app.deployments:
         return 0
     states: dict[Any, int] = dict(app.deployments[DEPLOYMENT].replica_states)
     return int(states.get("RUNNING", 0))
 
 
-def start(settings: Settings, address: str | None) -> tuple[Any, ReplicaPlan]:
+def start(settings: Settings, address: str | None, name: str = APP) -> tuple[Any, ReplicaPlan]:
     """Connect to (or start) Ray, start Serve without its proxy, deploy; the handle and the plan."""
     plan = ReplicaPlan.from_settings(settings.scaleout).widened(databricks_entities(settings))
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
     serve.start(proxy_location="Disabled")
-    handle = serve.run(application(settings, plan), name=APP, route_prefix=None)
+    handle = serve.run(application(settings, plan), name=name, route_prefix=None)
     log.info(
         "serving with Ray Serve",
         extra={
@@ -114,7 +114,7 @@ def start(settings: Settings, address: str | None) -> tuple[Any, ReplicaPlan]:
     return handle, plan
 
 
-async def watch(settings: Settings, plan: ReplicaPlan, handle: Any, stop: asyncio.Event) -> None:
+async def watch(settings: Settings, plan: ReplicaPlan, handle: Any, stop: asyncio.Event, name: str = APP) -> None:
     """Until ``stop``: with ``min_replicas: 0``, hold the port while no replica runs, release it once one does."""
     if plan.min_replicas > 0:
         await stop.wait()
@@ -126,7 +126,7 @@ async def watch(settings: Settings, plan: ReplicaPlan, handle: Any, stop: asynci
     wake = WakeListener(settings, forward)
     try:
         while not stop.is_set():
-            running = await asyncio.to_thread(running_replicas)
+            running = await asyncio.to_thread(running_replicas, name)
             if running == 0:
                 await wake.open()
             elif wake.listening:
