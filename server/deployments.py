@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from registry import ColumnSpec, ConvertedModel, ModelRef, ModelSignature, ModelVersionInfo, Parity
-from server.columns import short, show_names
+from server.columns import check_categories, check_feed, short, show_names
 from server.decode import Decoder
 from server.errors import ModelNotFound
 from server.runtime.batcher import Batcher, BatcherStats
@@ -198,6 +198,14 @@ class Deployment:
         self.output_dtypes = onnx_output_dtypes(self.converted)
         self.feed_dtypes = onnx_feed_dtypes(self.converted, self.signature)
         self.closed_columns = tuple(c for c in self.signature.inputs if c.closed and c.categories and not c.shape)
+
+    def check_inputs(self, columns: Mapping[str, np.ndarray]) -> None:
+        """Refuse decoded values this deployment's runtime cannot take (every door and batch scoring call it):
+        values its ONNX inputs cannot hold, and categories a closed encoder would fail on."""
+        for name, dtype in self.feed_dtypes.items():
+            check_feed(name, columns[name], dtype)
+        for col in self.closed_columns:
+            check_categories(col, columns[col.name])
 
     def touch(self) -> None:
         """Record a request (LRU order, idle time)."""

@@ -45,7 +45,7 @@ class ModelLoader:
         signature = _signature(info, converted)
         session, to_feeds, from_outputs = self._runtime(converted, signature)
         decoder = Decoder(signature, max_rows=self.settings.max_rows)
-        example = info.input_example or [_synthetic_row(signature)]
+        example = info.input_example or [synthetic_row(signature)]
         self.progress(f"{ref}: warming up")
         warm = decoder.decode_records(example)
         preds, _label, _proba = from_outputs(session.run(to_feeds(warm.columns, warm.rows)))
@@ -186,7 +186,8 @@ def _output_kind(converted: ConvertedModel, preds: np.ndarray) -> OutputKind:
     return OutputKind("tensor")
 
 
-def _synthetic_row(signature: ModelSignature) -> dict[str, Any]:
+def synthetic_row(signature: ModelSignature) -> dict[str, Any]:
+    """One valid row for a signature (first category, zero, empty string...): a warm-up when no example is logged."""
     row: dict[str, Any] = {}
     for c in signature.inputs:
         if c.categories:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from server.columns import check_categories, check_feed, field_name, short, show_names
+from server.columns import field_name, short, show_names
 from server.decode import ModelInput
 from server.deployments import Deployment, DeploymentInfo, DeploymentTable
 from server.errors import (
@@ -306,10 +306,7 @@ class InferenceService:
     def _checked(self, dep: Deployment, inputs: ModelInput) -> ModelInput:
         """Refuse values the runtime's inputs cannot hold and, with ``strict_inputs``, a request that gave anything
         the model does not take."""
-        for name, dtype in dep.feed_dtypes.items():
-            check_feed(name, inputs.columns[name], dtype)
-        for col in dep.closed_columns:
-            check_categories(col, inputs.columns[col.name])
+        dep.check_inputs(inputs.columns)
         if self.strict_inputs and inputs.ignored:
             raise InvalidInput(
                 f"unknown input(s) {show_names(inputs.ignored)} (strict inputs are on); the model takes "

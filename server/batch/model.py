@@ -19,10 +19,9 @@ import pyarrow.compute as pc
 
 from registry import ColumnSpec, ModelSignature
 from server.batch.errors import BatchError, SchemaMismatch
-from server.columns import check_feed
 from server.deployments import Deployment
 from server.errors import InvalidInput
-from server.loader import ModelLoader, Progress, _synthetic_row
+from server.loader import ModelLoader, Progress, synthetic_row
 from server.settings import DeploymentSpec, Settings, load_settings
 
 DEFAULT_CHUNK_ROWS = 65_536
@@ -195,8 +194,7 @@ class BatchModel:
         try:
             arrays = {name: to_numpy(name, column) for name, column in given.items()}
             decoded = dep.decoder.decode_columns(arrays, strict=False)
-            for name, dtype in dep.feed_dtypes.items():
-                check_feed(name, decoded.columns[name], dtype)
+            dep.check_inputs(decoded.columns)  # as the endpoint checks them
         except InvalidInput as exc:
             message = _ROW.sub(lambda m: f"row {offset + int(m[1])}", exc.message, count=1)
             raise SchemaMismatch(message, column=exc.field) from None
@@ -214,7 +212,7 @@ class BatchModel:
 
     def _probe(self) -> pa.DataType:
         dep = self.deployment
-        example = dep.model.input_example or [_synthetic_row(self.signature)]
+        example = dep.model.input_example or [synthetic_row(self.signature)]
         decoded = dep.decoder.decode_records(example)
         predictions, _label, _proba = dep.from_outputs(dep.session.run(dep.to_feeds(decoded.columns, decoded.rows)))
         return to_arrow(predictions).type
