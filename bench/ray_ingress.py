@@ -10,6 +10,7 @@ Every side serves the demo ``sales_forecast`` model through the same ``server.ma
 - ``haproxy`` (``--haproxy``): the same deployment behind Ray's HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY=1``).
 - ``handles``: a uvicorn ingress in the driver calling the replicas through a ``DeploymentHandle``
   (``server.scaleout.wake.WakeApp``, what the driver uses while scaling from zero).
+- ``workers-2`` (``--sides``): ``modelport serve --workers 2``, two processes sharing the port, no Ray.
 - ``reuseport-1`` / ``reuseport-2``: ``modelport serve --ray``'s design: 1 or 2 Serve replicas, each serving
   modelport's own HTTP app on one shared port with ``SO_REUSEPORT``.
 
@@ -65,10 +66,17 @@ def run(args: argparse.Namespace) -> int:
         baseline = modelport(state, MODEL, free_port(), log=work / "modelport.log")
         started["modelport"] = baseline.start()
         sides["modelport"] = (baseline.url, baseline.pid)
+    workers = None
+    if "workers-2" in wanted:  # `modelport serve --workers 2`: two processes on the port, no Ray
+        workers = modelport(state, MODEL, free_port(), log=work / "workers.log")
+        workers.argv += ["--workers", "2"]
+        workers.name = "workers-2"
+        started["workers-2"] = workers.start()
+        sides["workers-2"] = (workers.url, workers.pid)
     cluster = _Cluster(state, work, args.haproxy)
     try:
         for name in wanted:
-            if name == "modelport":
+            if name in ("modelport", "workers-2"):
                 continue
             t0 = time.perf_counter()
             url = cluster.add(name)
@@ -109,8 +117,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"memory (RSS, MiB): {cluster.memory()}")
     finally:
         cluster.close()
-        if baseline is not None:
-            baseline.stop()
+        for server in (baseline, workers):
+            if server is not None:
+                server.stop()
     return 0
 
 
