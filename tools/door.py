@@ -10,8 +10,8 @@ Wiring in the composition root::
     await door.run_stdio()             # `modelport mcp --stdio`: nothing but protocol on stdout
 
 Deployment changes (``InferenceService.subscribe``; called from any thread) and, with auth on, permission changes
-(``Gate.on_change``: ACLs and tokens) become ``tools/list_changed`` and ``resources/list_changed`` notifications for clients of both eras while ``lifespan()``, ``notifications()`` or
-``run_stdio()`` runs.
+(``Gate.on_change``: ACLs and tokens) become ``tools/list_changed`` and ``resources/list_changed`` notifications
+for clients of both eras while ``lifespan()``, ``notifications()`` or ``run_stdio()`` runs.
 """
 
 from __future__ import annotations
