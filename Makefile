@@ -30,8 +30,9 @@ typecheck: install
 test: lint typecheck  ## lint, layer contracts, mypy, then the whole test suite
 	$(BIN)/pytest -q
 
-bench: install  ## modelport vs mlflow models serve vs a bare uvicorn echo, side by side (needs wrk; a few minutes)
+bench: install  ## modelport vs mlflow models serve vs a bare uvicorn echo, side by side (needs wrk; a few minutes); RAY=1 adds the Ray mode
 	$(BIN)/python -m bench.suite
+	@if [ -n "$(RAY)" ]; then $(MAKE) --no-print-directory bench-ray; fi
 
 .PHONY: test-ray bench-ray
 test-ray: install  ## the Ray Serve tests (needs the ray extra), in a loopback-only network namespace (root)
