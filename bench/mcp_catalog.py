@@ -38,7 +38,7 @@ from registry import ModelRef
 from registry.client import RegistryClient
 from registry.demo import ensure_demo_models
 from server.deployments import Deployment, DeploymentTable
-from server.loader import ModelLoader
+from server.lifecycle.loader import ModelLoader
 from server.runtime.batcher import Batcher, BatcherConfig
 from server.service import InferenceService
 from server.settings import DeploymentSpec, Settings

@@ -251,8 +251,8 @@ def _mcp(args: argparse.Namespace, settings: Settings) -> int:
     if problem is not None:
         print(problem, file=sys.stderr)
         return 2
+    from server.lifecycle.promotion import one_line
     from server.main import build
-    from server.promotion import one_line
 
     try:
         components = build(settings, mcp=False)
@@ -266,7 +266,7 @@ async def _mcp_stdio(components: Any, load_timeout_s: float) -> int:
     import logging
     import os
 
-    from server.manager import key_of
+    from server.lifecycle.manager import key_of
     from server.startup import load_failures, load_within
     from tools import McpDoor
 

@@ -22,8 +22,11 @@ from registry.client import RegistryClient
 from server.databricks.endpoints import EndpointService
 from server.databricks.store import EndpointStore
 from server.deployments import DeploymentTable
-from server.loader import ModelLoader, Progress
-from server.manager import ModelManager
+from server.lifecycle.loader import ModelLoader, Progress
+from server.lifecycle.manager import ModelManager
+from server.lifecycle.policy import ServingPolicy
+from server.lifecycle.promotion import AliasFollower, one_line
+from server.lifecycle.webhooks import WebhookReceiver
 from server.ops.acl import AclStore
 from server.ops.authdb import AuthDB
 from server.ops.gate import Gate
@@ -33,13 +36,10 @@ from server.ops.oauth import JwtVerifier
 from server.ops.observability import Observability
 from server.ops.tables import InferenceTables
 from server.ops.tokens import TokenStore
-from server.policy import ServingPolicy
-from server.promotion import AliasFollower, one_line
 from server.rest.app import create_rest_app
 from server.rest.protocol import SingleWriteProtocol
 from server.service import InferenceService
 from server.settings import Settings
-from server.webhooks import WebhookReceiver
 from tools import McpDoor
 
 log = logging.getLogger(__name__)

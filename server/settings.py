@@ -204,7 +204,7 @@ class CorsSettings(BaseModel):
 
 
 class PolicySettings(BaseModel):
-    """Which models may be served (see ``server/policy.py``)."""
+    """Which models may be served (see ``server/lifecycle/policy.py``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlparse
 from server.settings import DeploymentSpec, Settings
 
 if TYPE_CHECKING:  # the checks run before the serving stack (MLflow) is imported
-    from server.manager import ModelManager
+    from server.lifecycle.manager import ModelManager
 
 REASON_CHARS = 200
 """A load failure's reason is cut to this many characters (one line) in the start-up message."""
@@ -127,7 +127,7 @@ async def load_within(
     the background: a model that arrives later is added to the table and announced with ``list_changed``). Models
     not loaded by the deadline are recorded as failed ("not loaded within ...") until they arrive.
     """
-    from server.manager import key_of
+    from server.lifecycle.manager import key_of
 
     task = asyncio.get_running_loop().create_task(manager.deploy_all(specs), name="stdio-load")
     done, _ = await asyncio.wait({task}, timeout=timeout_s)

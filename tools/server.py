@@ -378,7 +378,7 @@ def _wire_checked(spec: ToolSpec) -> types.Tool | None:
         description=spec.description,
         input_schema=spec.input_schema,
         output_schema=spec.output_schema,
-        annotations=types.ToolAnnotations(title=spec.title, **_ANNOTATIONS),
+        annotations=types.ToolAnnotations(**_ANNOTATIONS),  # shown under the tool's own title
         _meta=spec.meta,
     )
     wire = {

@@ -21,7 +21,7 @@ from registry import ColumnSpec, ModelSignature
 from server.batch.errors import BatchError, SchemaMismatch
 from server.deployments import Deployment
 from server.errors import InvalidInput
-from server.loader import ModelLoader, Progress, synthetic_row
+from server.lifecycle.loader import ModelLoader, Progress, synthetic_row
 from server.settings import DeploymentSpec, Settings, load_settings
 
 DEFAULT_CHUNK_ROWS = 65_536

@@ -31,7 +31,7 @@ from server.databricks.routing import TrafficRouter
 from server.databricks.store import EndpointStore
 from server.deployments import Deployment
 from server.errors import AlreadyExists, Conflict, InvalidInput, ModelNotFound, ModelNotReady, ServingError
-from server.manager import ModelManager, key_of
+from server.lifecycle.manager import ModelManager, key_of
 from server.ops.acl import AclStore
 from server.ops.identity import Principal, Resource
 from server.ops.limits import LimitTable

@@ -17,6 +17,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from server.databricks.endpoints import EndpointService
 from server.errors import ModelNotFound
+from server.lifecycle.webhooks import WebhookReceiver
 from server.ops.gate import Gate
 from server.ops.identity import Level, Principal, Resource
 from server.ops.observability import Observability
@@ -29,7 +30,6 @@ from server.rest.openapi import build_openapi
 from server.rest.routes import router, single_model
 from server.service import InferenceService
 from server.settings import CorsSettings
-from server.webhooks import WebhookReceiver
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from server.lifecycle.webhooks import WebhookReceiver
 from server.rest.routes import read_body
-from server.webhooks import WebhookReceiver
 
 router = APIRouter(tags=["lifecycle"])
 

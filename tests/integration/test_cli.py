@@ -32,7 +32,6 @@ def _run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=_env(), check=False)
 
 
-
 def test_demo_is_idempotent(demo_registry: DemoRegistry) -> None:
     r = _run("demo", "--no-serve", "--state-dir", str(demo_registry.state_dir), "--log-format", "json")
     assert r.returncode == 0, r.stderr
@@ -132,7 +131,6 @@ def served(demo_registry: DemoRegistry) -> Iterator[tuple[str, queue.Queue[str]]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
         wait_for(lines, '"event": "stopped"', 5)
-
 
 
 def test_serve_command_logs_json_and_answers_the_seed(

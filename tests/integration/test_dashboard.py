@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from server.lifecycle.webhooks import sign
 from server.ops.identity import Level
-from server.webhooks import sign
 from tests.lifecycle import Live, ScorerRegistry, answer, live, scorers
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -34,8 +34,6 @@ def _env() -> dict[str, str]:
     return env | {"PYTHONUNBUFFERED": "1"}
 
 
-
-
 def _usage(state_dir: Path, *args: str) -> dict[str, object]:
     r = subprocess.run(
         [*CLI, "usage", "--json", "--state-dir", str(state_dir), *args],

@@ -278,8 +278,6 @@ def _write_tls(directory: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
-
-
 @pytest.fixture
 def tls_server(demo_registry: DemoRegistry, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     ca, cert, key = _write_tls(tmp_path)

@@ -68,7 +68,7 @@ def test_unity_catalog_registry_gets_a_databricks_tracking_uri(tmp_path: Path) -
 
 
 def test_one_line_errors() -> None:
-    from server.promotion import one_line
+    from server.lifecycle.promotion import one_line
 
     assert one_line(ValueError("first\nsecond")) == "ValueError: first"
     assert one_line(RuntimeError()) == "RuntimeError"

@@ -20,7 +20,7 @@ from onnx import TensorProto, helper
 from registry import ColumnSpec, ConvertedModel, ModelRef, ModelSignature, ModelVersionInfo
 from server.decode import Decoder
 from server.deployments import Deployment, DeploymentTable
-from server.loader import onnx_feeds, onnx_outputs
+from server.lifecycle.loader import onnx_feeds, onnx_outputs
 from server.runtime.batcher import Batcher, BatcherConfig
 from server.runtime.session import OnnxSession
 from server.schema import OutputKind, build_schema

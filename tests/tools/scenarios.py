@@ -68,7 +68,7 @@ async def assert_errors(client: Client) -> None:
     bad = await client.call_tool("customer_ltv", {"inputs": [{"tenure_months": "34", "segment": "gold", "x": 1}]})
     assert bad.is_error is True
     assert "3 problems in 1 row(s):" in text_of(bad)
-    assert 'row 0: x: unknown field; the fields are ' in text_of(bad)
+    assert "row 0: x: unknown field; the fields are " in text_of(bad)
     assert 'tenure_months: expected an integer, got "34" (send 34, not "34")' in text_of(bad)
     assert "monthly_spend: missing (required)" in text_of(bad)
     assert "segment" not in text_of(bad).split("the fields are")[0]  # "gold" is scored, as REST scores it

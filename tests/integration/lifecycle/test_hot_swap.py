@@ -19,7 +19,7 @@ from mlflow.entities.webhook import Webhook, WebhookEvent, WebhookStatus
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from mlflow.webhooks import delivery
 
-from server.webhooks import sign
+from server.lifecycle.webhooks import sign
 from tests.lifecycle import Live, ScorerRegistry, answer, live
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

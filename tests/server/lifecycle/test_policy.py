@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.policy import ServingPolicy
+from server.lifecycle.policy import ServingPolicy
 from server.settings import PolicySettings
 
 

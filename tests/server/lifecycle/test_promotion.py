@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from server.deployments import DeploymentTable
+from server.lifecycle.promotion import Promotion
 from server.main import Components, build
-from server.promotion import Promotion
 from server.service import InferenceService
 from tests.lifecycle import ScorerRegistry, answer
 from tests.server.fakes import fake_deployment

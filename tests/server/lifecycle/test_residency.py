@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from server.deployments import Deployment, Lifecycle
-from server.residency import Residency
+from server.lifecycle.residency import Residency
 from server.settings import CacheSettings
 from tests.server.fakes import fake_deployment
 

@@ -8,7 +8,7 @@ import pytest
 from mlflow.webhooks.delivery import _generate_hmac_signature
 
 from server.errors import InvalidInput, PermissionDenied, Unauthenticated
-from server.webhooks import WebhookReceiver, sign
+from server.lifecycle.webhooks import WebhookReceiver, sign
 
 NOW = 1_800_000_000.0
 

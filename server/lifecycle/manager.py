@@ -22,9 +22,9 @@ from typing import Any
 from registry import ModelNotInRegistry, ModelRef, RegistryError
 from server.deployments import Deployment, DeploymentTable
 from server.errors import ModelNotFound, ModelNotReady, ServingError
-from server.loader import ModelLoader
-from server.policy import ServingPolicy
-from server.residency import Residency
+from server.lifecycle.loader import ModelLoader
+from server.lifecycle.policy import ServingPolicy
+from server.lifecycle.residency import Residency
 from server.settings import CacheSettings, DeploymentSpec
 
 log = logging.getLogger(__name__)
@@ -252,8 +252,12 @@ class ModelManager:
             load_s = round(time.perf_counter() - started, 3)
             log.info(
                 "hot swap",
-                extra={"model": key, "from_version": old.model.version, "to_version": new.model.version,
-                       "load_s": load_s},
+                extra={
+                    "model": key,
+                    "from_version": old.model.version,
+                    "to_version": new.model.version,
+                    "load_s": load_s,
+                },
             )
             self._emit("swapped", key, from_version=old.model.version, to_version=new.model.version, load_s=load_s)
             await old.batcher.stop(self._drain_s(spec))

@@ -1,7 +1,7 @@
 """Served aliases follow the registry: when ``@champion`` moves, the new version is hot-swapped in.
 
 Moves are detected two ways: a poller that lists the registry's aliases every ``poll_interval_s``, and MLflow
-webhooks (``model_version_alias.created/deleted``, see ``server/webhooks.py``) that trigger a check of one model at
+webhooks (``model_version_alias.created/deleted``, see ``webhooks.py``) that trigger a check of one model at
 once. Either way the registry is the truth: a webhook only says *when* to look.
 
 A move is applied by ``ModelManager.reload``: the new version is loaded, converted, parity-checked and warmed up in
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from registry.client import RegistryClient
 from server.deployments import Deployment
-from server.manager import ModelManager
+from server.lifecycle.manager import ModelManager
 
 log = logging.getLogger(__name__)
 
