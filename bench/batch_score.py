@@ -4,6 +4,8 @@ On one Parquet table of ``--rows`` rows (default 1M) drawn for a demo model (def
 
 * **raw onnxruntime**: the converted ONNX file in a bare ``onnxruntime.InferenceSession``, fed chunks of
   ``--chunk-rows`` rows already decoded in memory (no read, no decode, no write: the ceiling);
+* **raw onnxruntime, file to file**: the shortest hand-written job with the same I/O (Parquet batches → numpy feeds
+  → the session → Parquet), the reference for the 80% target ("decode and write included");
 * **modelport score**: ``server.batch.score`` from the Parquet file to a Parquet file (read, decode, run, write);
 * **pandas + pyfunc**: ``pd.read_parquet`` → ``mlflow.pyfunc`` ``predict`` on the whole frame → ``to_parquet``
   (what ``mlflow models predict`` does in-process, without its CSV/JSON round trip or process start);
@@ -92,6 +94,58 @@ def raw_onnxruntime(model: BatchModel, path: Path, chunk_rows: int, *, tuned: bo
     return run
 
 
+def raw_file_to_file(model: BatchModel, path: Path, out: Path, chunk_rows: int) -> Callable[[], float]:
+    """Seconds for the shortest hand-written job with the same I/O: Parquet batches → numpy feeds (a cast and a
+    reshape per column, no checks) → the tuned ``InferenceSession`` → id + prediction to Parquet.
+
+    The fair reference for ``modelport score``: the same read, decode, run and write, without modelport's checks,
+    pipeline threads or progress.
+    """
+    import onnxruntime as ort
+
+    converted = model.deployment.converted
+    assert converted.onnx_path is not None, "the model is not served by onnxruntime"
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(converted.onnx_path), options, providers=["CPUExecutionProvider"])
+    names = model.signature.input_names
+    dtypes = {name: np.dtype(d) for name, d in converted.input_dtypes.items()}
+    output = str(converted.prediction_output)
+
+    def feeds(batch: pa.RecordBatch) -> dict[str, np.ndarray]:
+        if converted.input_layout == "matrix":
+            matrix_input = str(converted.matrix_input)
+            columns = [batch.column(n).to_numpy(zero_copy_only=False) for n in names]
+            return {matrix_input: np.column_stack(columns).astype(dtypes.get(matrix_input, np.float32))}
+        out: dict[str, np.ndarray] = {}
+        for name in names:
+            inp = converted.input_map.get(name, name)
+            values = batch.column(name).to_numpy(zero_copy_only=False)
+            out[inp] = values.astype(dtypes.get(inp, values.dtype)).reshape(-1, 1)
+        return out
+
+    def run() -> float:
+        started = time.perf_counter()
+        writer = None
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+            predictions = session.run([output], feeds(batch))[0]
+            if predictions.ndim == 2 and predictions.shape[1] == 1:
+                predictions = predictions.reshape(-1)
+            if predictions.ndim == 2:
+                column = pa.FixedSizeListArray.from_arrays(pa.array(predictions.ravel()), predictions.shape[1])
+            else:
+                column = pa.array(predictions)
+            table = pa.table({"id": batch.column("id"), "prediction": column})
+            writer = writer or pq.ParquetWriter(out, table.schema)
+            writer.write_table(table)
+        if writer is not None:
+            writer.close()
+        return time.perf_counter() - started
+
+    return run
+
+
 def modelport(model: BatchModel, path: Path, out: Path, chunk_rows: int) -> Callable[[], float]:
     def run() -> float:
         started = time.perf_counter()
@@ -113,7 +167,9 @@ def pandas_pyfunc(uri: str, tracking_uri: str, path: Path, out: Path) -> Callabl
         started = time.perf_counter()
         frame = pd.read_parquet(path)
         predictions = pyfunc.predict(frame.drop(columns=["id"]))
-        pd.DataFrame({"id": frame["id"], "prediction": np.asarray(predictions)}).to_parquet(out)
+        values = np.asarray(predictions)
+        column = list(values) if values.ndim > 1 else values  # classifiers: one list of probabilities per row
+        pd.DataFrame({"id": frame["id"], "prediction": column}).to_parquet(out)
         return time.perf_counter() - started
 
     return run
@@ -193,6 +249,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
     contenders = {
         "raw onnxruntime, defaults": raw_onnxruntime(model, table, args.chunk_rows, tuned=False),
         "raw onnxruntime, tuned": raw_onnxruntime(model, table, args.chunk_rows, tuned=True),
+        "raw onnxruntime, file to file": raw_file_to_file(model, table, work / "raw.parquet", args.chunk_rows),
         "modelport score": modelport(model, table, work / "scored.parquet", args.chunk_rows),
         "pandas + pyfunc": pandas_pyfunc(uri, tracking, table, work / "pyfunc.parquet"),
         "mlflow models predict": mlflow_models_predict(uri, tracking, table, work),
@@ -206,7 +263,9 @@ def run(args: argparse.Namespace, work: Path) -> None:
     for name, r in rate.items():
         print(f"  {name:26} {r:>12,.0f}   runs: {', '.join(f'{s:.2f}s' for s in seconds[name])}")
     ours, raw = rate["modelport score"], max(rate["raw onnxruntime, defaults"], rate["raw onnxruntime, tuned"])
-    print(f"  modelport score / best raw onnxruntime: {ours / raw:.0%} (target >= 80%)")
+    print(f"  modelport score / raw onnxruntime, file to file: {ours / rate['raw onnxruntime, file to file']:.0%}"
+          " (target >= 80%: the same read, decode, run and write)")  # fmt: skip
+    print(f"  modelport score / best raw onnxruntime in memory (no I/O): {ours / raw:.0%}")
     print(f"  modelport score / pandas + pyfunc: {ours / rate['pandas + pyfunc']:.1f}x")
     print(f"  modelport score / mlflow models predict: {ours / rate['mlflow models predict']:.1f}x (target >= 10x)")
     common = ["--state-dir", str(state), "--registry-uri", tracking, "--chunk-rows", str(args.chunk_rows)]
