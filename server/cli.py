@@ -147,6 +147,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     stop = preflight(settings)  # before importing the server stack: a refusal is instant and binds nothing
     if stop is not None:
         return stop
+    from server.startup import registry_problem
+
+    problem = registry_problem(settings)  # before MLflow could create an empty registry in the working directory
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 2
     if getattr(args, "ray", None) is not None:
         return _serve_ray(settings, None if args.ray == "local" else args.ray)
     if (getattr(args, "workers", None) or 1) > 1:

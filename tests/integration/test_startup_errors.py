@@ -33,3 +33,17 @@ def test_one_line_and_exit_2(tmp_path: Path, args: list[str], env: dict[str, str
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("modelport:")]
     assert len(lines) == 1 and lines[0].startswith(expected), proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_serve_never_creates_an_empty_registry(tmp_path: Path) -> None:
+    """A missing local registry is an error naming the fixes, not an empty mlflow.db in the working directory."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    proc = subprocess.run(
+        [MODELPORT, "serve", "models:/churn@champion", "--port", "1"],
+        capture_output=True, text=True, timeout=120, cwd=cwd, env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("modelport: registry not found: sqlite:///")
+    assert "--registry-uri" in proc.stderr and "--state-dir" in proc.stderr and "Traceback" not in proc.stderr
+    assert list(cwd.iterdir()) == []
