@@ -57,6 +57,7 @@ INSTRUCTIONS = (
     "modelport://models/{name}/{version}. For bulk scoring use the REST path named in each tool's description."
 )
 _NOTIFY_TIMEOUT_S = 5.0
+_CATALOG_TTL_S = 1.0
 _CALLS = itertools.count(1)
 _ERAS = (LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION)
 _ANNOTATIONS = dict(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
@@ -131,6 +132,9 @@ class ToolServer:
         self.page_size = page_size
         self.directory = Directory(tools_mode, service, self.access, self.score)
         self._builder = CatalogBuilder(dialect=schema_dialect, max_rows=service.max_tool_rows)
+        self._changes = 0
+        self._cached: tuple[int, float, Catalog] | None = None
+        service.subscribe(self._changed)
         self._published: dict[int, tuple[ToolSpec, types.Tool | None]] = {}
         self._legacy: weakref.WeakSet[Connection] = weakref.WeakSet()
         hint = CacheHint(ttl_ms=0, scope="private" if self.access.per_caller else "public")
@@ -160,8 +164,20 @@ class ToolServer:
     # -- catalogue ----------------------------------------------------------------------------------------------
 
     def catalog(self) -> Catalog:
-        """The tools of the deployments served right now."""
-        return self._builder.build(self.service.list())
+        """The tools of the deployments served right now: rebuilt after a change of the deployment table, and at
+        least every ``_CATALOG_TTL_S`` (a deployment's state can move without one), not on every request (the pages
+        of one listing of 500 models would each rebuild it)."""
+        now = time.monotonic()
+        cached = self._cached
+        if cached is not None and cached[0] == self._changes and now - cached[1] < _CATALOG_TTL_S:
+            return cached[2]
+        changes = self._changes
+        catalog = self._builder.build(self.service.list())
+        self._cached = (changes, now, catalog)
+        return catalog
+
+    def _changed(self) -> None:
+        self._changes += 1  # from any thread; a race only costs one more rebuild
 
     def tools(self, catalog: Catalog | None = None) -> list[types.Tool]:
         """The published tools: every spec that also passes both protocol eras' wire types."""
