@@ -75,7 +75,7 @@ class Prediction:
         if self.kind.kind == "classification":
             labels = self.label if self.label is not None else self._argmax_labels()
             rows: list[Any] = []
-            classes = [_key(c) for c in (self.kind.classes or ())]
+            classes = [label_key(c) for c in (self.kind.classes or ())]
             probs = self.probabilities
             for i in range(self.rows):
                 row: dict[str, Any] = {"label": _scalar(labels[i])}
@@ -102,6 +102,7 @@ def _scalar(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
 
 
-def _key(c: Any) -> str:
+def label_key(c: Any) -> str:
+    """The string a class label is keyed by in ``structured()`` probabilities (``True`` → ``"true"``)."""
     c = _scalar(c)
     return str(c).lower() if isinstance(c, bool) else str(c)

@@ -12,7 +12,16 @@ from typing import Any
 
 from registry import ColumnSpec, ModelSignature, ParamSpec
 
-__all__ = ["ColumnSpec", "ModelSchema", "ModelSignature", "OutputKind", "build_schema", "column_schema"]
+__all__ = [
+    "ColumnSpec",
+    "ModelSchema",
+    "ModelSignature",
+    "OutputKind",
+    "build_schema",
+    "column_schema",
+    "describe",
+    "json_type",
+]
 """``ColumnSpec``/``ModelSignature`` are re-exported for the doors, which may not import ``registry``."""
 
 _JSON_TYPES = {
@@ -49,16 +58,21 @@ class ModelSchema:
     example_record: dict[str, Any] | None
 
 
+def json_type(signature_type: str) -> str:
+    """The JSON Schema ``type`` of a signature type (``long`` → ``integer``, ``double`` → ``number``...)."""
+    return _JSON_TYPES.get(signature_type, "string")
+
+
 def column_schema(col: ColumnSpec) -> dict[str, Any]:
     """JSON Schema of one column value (a scalar, or nested arrays for tensor columns)."""
-    schema: dict[str, Any] = {"type": _JSON_TYPES.get(col.type, "string")}
+    schema: dict[str, Any] = {"type": json_type(col.type)}
     if col.type == "datetime":
         schema["format"] = "date-time"
     if col.categories:
         schema["enum"] = [c.item() if hasattr(c, "item") else c for c in col.categories]
     for dim in reversed(col.shape):
         schema = {"type": "array", "items": schema} | ({"minItems": dim, "maxItems": dim} if dim > 0 else {})
-    text = _describe(col.description, col.unit)
+    text = describe(col.description, col.unit)
     if text:
         schema["description"] = text
     return schema
@@ -79,7 +93,7 @@ def params_schema(params: Sequence[ParamSpec]) -> dict[str, Any] | None:
         return None
     props: dict[str, Any] = {}
     for p in params:
-        prop: dict[str, Any] = {"type": _JSON_TYPES.get(p.type, "string")}
+        prop: dict[str, Any] = {"type": json_type(p.type)}
         if p.shape:
             prop = {"type": "array", "items": prop}
         if p.default is not None:
@@ -88,7 +102,7 @@ def params_schema(params: Sequence[ParamSpec]) -> dict[str, Any] | None:
     return {"type": "object", "properties": props, "additionalProperties": False}
 
 
-def _describe(description: str | None, unit: str | None) -> str:
+def describe(description: str | None, unit: str | None) -> str:
     """``"Customer age. Unit: years."`` from a description and a unit, either of which may be missing."""
     parts = [description.rstrip(". ") + "." if description else None, f"Unit: {unit}." if unit else None]
     return " ".join(p for p in parts if p)

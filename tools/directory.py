@@ -156,7 +156,7 @@ class Directory:
                 "and predict.",
                 input_schema=SEARCH_INPUT,
                 output_schema=SEARCH_OUTPUT,
-                annotations=_ANNOTATIONS.model_copy(update={"title": "Search the served models"}),
+                annotations=_ANNOTATIONS,
             ),
             types.Tool(
                 name=DESCRIBE,
@@ -164,7 +164,7 @@ class Directory:
                 description="One served model in full: what it predicts, the input schema of its rows (every "
                 "field's type, unit, meaning and allowed values), its output schema and an example predict call.",
                 input_schema=DESCRIBE_INPUT,
-                annotations=_ANNOTATIONS.model_copy(update={"title": "Describe a served model"}),
+                annotations=_ANNOTATIONS,
             ),
             types.Tool(
                 name=PREDICT,
@@ -173,7 +173,7 @@ class Directory:
                 'Returns {"predictions": [...]}, one entry per row, in order (the same answer as the model\'s own '
                 "tool). Arguments are checked against the model's input schema; errors name the field.",
                 input_schema=predict_input(service.max_tool_rows),
-                annotations=_ANNOTATIONS.model_copy(update={"title": "Score rows with a served model"}),
+                annotations=_ANNOTATIONS,
             ),
         ]
 

@@ -29,13 +29,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from server.schema import ColumnSpec, ModelSignature, OutputKind
+from server.prediction import label_key
+from server.schema import ColumnSpec, ModelSignature, OutputKind, describe, json_type
 
 Dialect = Literal["portable", "full"]
 
 KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 """A property key every provider accepts (Anthropic's rule is the strictest)."""
-_JSON_TYPES = {"boolean": "boolean", "integer": "integer", "long": "integer", "float": "number", "double": "number"}
 _MAX_ENUM = 250
 """Closed category lists longer than this are described and checked by the server, not listed as an ``enum``."""
 _MAX_EXAMPLES = 20
@@ -72,12 +72,6 @@ def portable_keys(names: Sequence[str]) -> dict[str, str]:
     return keys
 
 
-def label_key(label: Any) -> str:
-    """The string a class label is keyed by in ``Prediction.structured()`` (``True`` → ``"true"``)."""
-    label = label.item() if hasattr(label, "item") else label
-    return str(label).lower() if isinstance(label, bool) else str(label)
-
-
 @dataclass(frozen=True, slots=True)
 class ToolShape:
     """A tool's schemas and the mapping from its arguments to the model's columns."""
@@ -87,7 +81,7 @@ class ToolShape:
     keys: Mapping[str, str]
     """Column name → property key (identical for most columns)."""
     class_keys: Mapping[str, str]
-    """Class label (as ``Prediction.structured()`` writes it) → property key in ``probabilities``."""
+    """Class label (as ``Prediction.structured()`` writes it, ``label_key``) → property key in ``probabilities``."""
     nullable_probabilities: bool
     dialect: Dialect
 
@@ -186,7 +180,7 @@ def portable_keys_for_labels(classes: Sequence[Any]) -> dict[str, str]:
 
 def column_schema(col: ColumnSpec, key: str, *, full: bool) -> dict[str, Any]:
     """One column's value schema, with its description, unit, allowed or known values and (renamed) real name."""
-    schema: dict[str, Any] = {"type": _JSON_TYPES.get(col.type, "string")}
+    schema: dict[str, Any] = {"type": json_type(col.type)}
     words: list[str] = []
     if col.type == "datetime":
         if full:
@@ -207,7 +201,7 @@ def column_schema(col: ColumnSpec, key: str, *, full: bool) -> dict[str, Any]:
     if col.shape:
         shape = " x ".join(str(d) if d > 0 else "any" for d in col.shape)
         words.append(f"Nested arrays of shape [{shape}].")
-    text = " ".join(p for p in (_describe(col.description, col.unit), *words) if p)
+    text = " ".join(p for p in (describe(col.description, col.unit), *words) if p)
     if col.optional and not full:
         schema = {"anyOf": [schema, {"type": "null"}]}
         text = f"{text} Optional: null if unknown.".strip()
@@ -225,7 +219,7 @@ def params_schema(signature: ModelSignature, *, full: bool) -> dict[str, Any] | 
         return None
     props: dict[str, Any] = {}
     for p in signature.params:
-        prop: dict[str, Any] = {"type": _JSON_TYPES.get(p.type, "string")}
+        prop: dict[str, Any] = {"type": json_type(p.type)}
         if p.shape:
             prop = {"type": "array", "items": prop}
         default = p.default.tolist() if hasattr(p.default, "tolist") else p.default
@@ -247,7 +241,7 @@ def params_schema(signature: ModelSignature, *, full: bool) -> dict[str, Any] | 
 def _prediction_item(
     kind: OutputKind, signature: ModelSignature, class_keys: Mapping[str, str], nullable: bool
 ) -> dict[str, Any]:
-    desc = _describe(signature.output_description, signature.output_unit)
+    desc = describe(signature.output_description, signature.output_unit)
     if kind.kind == "classification":
         labels = list(kind.classes or ())
         item: dict[str, Any] = {
@@ -274,11 +268,6 @@ def _prediction_item(
     if desc:
         item["description"] = desc
     return item
-
-
-def _describe(description: str | None, unit: str | None) -> str:
-    parts = [description.rstrip(". ") + "." if description else None, f"Unit: {unit}." if unit else None]
-    return " ".join(p for p in parts if p)
 
 
 def _listing(values: Sequence[Any], limit: int = _MAX_EXAMPLES) -> str:

@@ -8,13 +8,11 @@ columns whose names are no portable property keys (the tool takes portable keys,
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from mcp import Client
 
 from server.deployments import DeploymentTable
@@ -22,6 +20,7 @@ from server.rest.app import create_rest_app
 from server.service import InferenceService
 from server.settings import Settings
 from tests.conftest import start_server
+from tests.tools.live import door_lifespan
 from tests.tools.models import ltv_deployment, ltv_value
 from tools import McpDoor
 
@@ -48,16 +47,7 @@ def doors() -> Iterator[Doors]:
     service = InferenceService(table, max_tool_rows=10)
     door = McpDoor(service, Settings(max_tool_rows=10))
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        for dep in table.all():
-            await dep.batcher.start()
-        async with door.lifespan():
-            yield
-        for dep in table.all():
-            await dep.batcher.stop()
-
-    app = create_rest_app(service, lifespan=lifespan)
+    app = create_rest_app(service, lifespan=door_lifespan(table, door))
     door.install(app)
     server, thread, url = start_server(None, app)
     try:

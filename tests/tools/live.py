@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 import uvicorn
@@ -35,6 +35,21 @@ def bind() -> socket.socket:
     return sock
 
 
+def door_lifespan(table: DeploymentTable, door: McpDoor) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """An app lifespan as the real server's: the table's batchers start in uvicorn's loop, then the door runs."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        for dep in table.all():
+            await dep.batcher.start()
+        async with door.lifespan():
+            yield
+        for dep in table.all():
+            await dep.batcher.stop()
+
+    return lifespan
+
+
 @contextmanager
 def serve_door(
     *, settings: Settings | None = None, gate: Gate | None = None, sock: socket.socket | None = None
@@ -50,16 +65,7 @@ def serve_door(
     service = InferenceService(table, max_tool_rows=MAX_TOOL_ROWS)
     door = McpDoor(service, settings or Settings(max_tool_rows=MAX_TOOL_ROWS), gate=gate)
 
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        for dep in table.all():
-            await dep.batcher.start()
-        async with door.lifespan():
-            yield
-        for dep in table.all():
-            await dep.batcher.stop()
-
-    app = FastAPI(lifespan=lifespan)
+    app = FastAPI(lifespan=door_lifespan(table, door))
 
     @app.get("/ping")
     def ping() -> str:
