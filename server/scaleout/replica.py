@@ -74,15 +74,25 @@ class ReplicaServer:
     Args:
         settings: The process settings (``host``/``port`` are the shared address).
         graceful_shutdown_s: On ``stop``, how long open requests may take to finish.
+        listen: ``None``: the shared ``host:port`` of the settings (``SO_REUSEPORT``). An address: a free port of
+            it, plain HTTP (``port`` is the one bound), behind the front; the settings' ``host`` still decides
+            whether auth is on.
+        databricks: Restore the persisted Databricks endpoints (not in a replica serving one model).
     """
 
-    def __init__(self, settings: Settings, *, graceful_shutdown_s: float = 20.0) -> None:
+    def __init__(
+        self, settings: Settings, *, graceful_shutdown_s: float = 20.0, listen: str | None = None,
+        databricks: bool = True,
+    ) -> None:  # fmt: skip
         from server.main import build, uvicorn_config
 
+        if listen is not None:  # the front terminates TLS
+            settings = settings.model_copy(update={"ssl_certfile": None, "ssl_keyfile": None})
         self.settings = settings
-        self.components = build(settings)
+        self.components = build(settings, databricks=databricks)
         self.app = Ongoing(self.components.app)
-        self.sock = reuseport_socket(settings.host, settings.port)
+        self.sock = reuseport_socket(settings.host, settings.port) if listen is None else reuseport_socket(listen, 0)
+        self.port: int = self.sock.getsockname()[1]
         config = uvicorn_config(settings, self.app, graceful_shutdown_s=graceful_shutdown_s)
         self.server = QuietServer(config)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -134,6 +144,12 @@ class ReplicaServer:
             s = deployment.batcher.stats
             queued += s.queue_depth + s.waiting
         return {"ongoing": float(self.app.requests), "queued": float(queued), "served": float(self.app.total)}
+
+    def notify_alias(self, name: str) -> None:
+        """Another replica received a registry webhook for ``name``: check its aliases now (from any thread)."""
+        follower, loop = self.components.follower, self.loop
+        if follower is not None and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(follower.notify, name)
 
     async def call(self, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> Response:
         """Serve one request given whole (the driver's wake-up listener forwards through this)."""

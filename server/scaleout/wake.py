@@ -23,7 +23,11 @@ from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Forward = Callable[[str, str, list[tuple[bytes, bytes]], bytes], Awaitable[Response]]
+DEPLOYMENT_HEADER = b"x-modelport-deployment"  # set by the front (server.scaleout.front) on what it forwards
+
+Forward = Callable[[str | None, str, str, list[tuple[bytes, bytes]], bytes], Awaitable[Response]]
+"""``(deployment, method, path, headers, body)`` → the answer of a replica of that deployment (``None``: the only
+one, under ``ingress: direct``)."""
 
 
 class WakeApp:
@@ -51,10 +55,11 @@ class WakeApp:
             if not message.get("more_body"):
                 break
         path = scope["path"] + (f"?{scope['query_string'].decode()}" if scope.get("query_string") else "")
-        headers = [(k, v) for k, v in scope["headers"] if k != b"connection"]
+        deployment = next((v.decode() for k, v in scope["headers"] if k == DEPLOYMENT_HEADER), None)
+        headers = [(k, v) for k, v in scope["headers"] if k not in (b"connection", DEPLOYMENT_HEADER)]
         try:
             status, out, body = await asyncio.wait_for(
-                self.forward(scope["method"], path, headers, b"".join(chunks)), self.timeout_s
+                self.forward(deployment, scope["method"], path, headers, b"".join(chunks)), self.timeout_s
             )
             self.forwarded += 1
         except Exception as exc:  # no replica in time (or the call failed): the client may retry
@@ -71,11 +76,17 @@ class WakeApp:
 
 
 class WakeListener:
-    """Holds the shared port for the driver: ``open()`` while no replica runs, ``close()`` once one does."""
+    """Holds the shared port for the driver: ``open()`` while no replica runs, ``close()`` once one does.
 
-    def __init__(self, settings: Settings, forward: Forward) -> None:
+    With ``private``, it listens on a free loopback port instead (``port`` once open), for the front to use as
+    every backend's backup server, and stays open.
+    """
+
+    def __init__(self, settings: Settings, app: Callable[..., Awaitable[None]], *, private: bool = False) -> None:
         self.settings = settings
-        self.app = WakeApp(forward, settings.scaleout.wake_timeout_s)
+        self.app = app
+        self.private = private
+        self.port = 0
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -88,14 +99,25 @@ class WakeListener:
             return
         from server.main import uvicorn_config
 
-        config = uvicorn_config(self.settings, self.app, graceful_shutdown_s=self.settings.scaleout.wake_timeout_s)
+        settings = self.settings
+        if self.private:  # behind the front: plain HTTP on loopback
+            settings = settings.model_copy(update={"ssl_certfile": None, "ssl_keyfile": None, "host": "127.0.0.1"})
+            sock = reuseport_socket("127.0.0.1", 0)
+        else:
+            sock = reuseport_socket(settings.host, settings.port)
+        self.port = sock.getsockname()[1]
+        config = uvicorn_config(settings, self.app, graceful_shutdown_s=settings.scaleout.wake_timeout_s)
         server = QuietServer(config)
-        sock = reuseport_socket(self.settings.host, self.settings.port)
         self._server = server
         self._task = asyncio.create_task(server.serve(sockets=[sock]), name="wake-listener")
         while not server.started and not self._task.done():
             await asyncio.sleep(0.01)  # uvicorn exposes no start event; bounded by its own start-up
-        log.info("no replica running: the driver holds %s:%s", self.settings.host, self.settings.port)
+        if self._task.done():
+            self._server = None
+            await self._task  # raises what stopped it
+            raise RuntimeError("the driver's listener stopped at start")
+        if not self.private:
+            log.info("no replica running: the driver holds %s:%s", settings.host, settings.port)
 
     async def close(self) -> None:
         server, task = self._server, self._task
@@ -104,4 +126,5 @@ class WakeListener:
         self._server = self._task = None
         server.should_exit = True  # stop accepting; requests already held finish (forwarded to the replica)
         await task
-        log.info("a replica is running: the driver released the port")
+        if not self.private:
+            log.info("a replica is running: the driver released the port")

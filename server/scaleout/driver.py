@@ -1,0 +1,88 @@
+"""The driver's private HTTP app behind the front (no Ray import): ``/metrics`` for every replica, and wake-ups.
+
+The front (HAProxy) sends ``GET /metrics`` here, and uses this app as each backend's ``backup`` server: it receives
+a request only when its deployment has no replica up (scaled to zero, or every replica lost), and forwards it whole
+through a Serve handle (``server.scaleout.wake.WakeApp``), which starts one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import orjson
+
+from server.scaleout.directory import Member
+from server.scaleout.metrics import CONTENT_TYPE, merge
+from server.scaleout.wake import WakeApp
+
+PASSED = (b"authorization", b"cookie")
+"""Request headers passed on to each replica's ``/metrics`` (it checks the caller itself)."""
+
+
+class DriverApp:
+    """ASGI app: ``GET /metrics`` merges the live replicas' metrics (label ``replica``); the rest wakes a replica.
+
+    Args:
+        wake: forwards a request to a replica of the deployment the front named.
+        members: the live replicas now.
+        timeout_s: how long one replica's ``/metrics`` may take.
+    """
+
+    def __init__(self, wake: WakeApp, members: Callable[[], list[Member]], *, timeout_s: float = 5.0) -> None:
+        self.wake = wake
+        self.members = members
+        self.client = httpx.AsyncClient(timeout=timeout_s)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/metrics" and scope["method"] in ("GET", "HEAD"):
+            status, headers, body = await self.metrics([(k, v) for k, v in scope["headers"] if k in PASSED])
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+            return
+        if scope["type"] == "lifespan":
+            try:
+                await self.wake(scope, receive, send)
+            finally:
+                await self.client.aclose()
+            return
+        await self.wake(scope, receive, send)
+
+    async def metrics(self, headers: list[tuple[bytes, bytes]]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Every live replica's ``/metrics``, merged; a refusal (401/403) of the caller is answered as is."""
+        members = self.members()
+        passed = {k.decode(): v.decode() for k, v in headers}
+        answers = await asyncio.gather(
+            *(self.client.get(f"http://{m.address}/metrics", headers=passed) for m in members), return_exceptions=True
+        )
+        texts: dict[str, str] = {}
+        missing: list[str] = []
+        for member, answer in zip(members, answers, strict=True):
+            if isinstance(answer, BaseException) or answer.status_code != 200:
+                if isinstance(answer, httpx.Response) and answer.status_code in (401, 403):
+                    refused = [(k.encode(), v.encode()) for k, v in answer.headers.items() if k != "content-length"]
+                    return answer.status_code, refused, answer.content
+                missing.append(member.address)
+                continue
+            texts[member.address] = answer.text
+        if not texts:
+            body = orjson.dumps(
+                {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "no replica answered /metrics; retry"}
+            )
+            return 503, [(b"content-type", b"application/json"), (b"retry-after", b"1")], body
+        try:
+            text = merge(texts)
+        except ValueError as exc:
+            body = orjson.dumps({"error_code": "BAD_GATEWAY", "message": str(exc)[:500]})
+            return 502, [(b"content-type", b"application/json")], body
+        deployments: dict[str, int] = {}
+        for member in members:
+            deployments[member.deployment] = deployments.get(member.deployment, 0) + 1
+        text += "# HELP modelport_replicas Replicas registered with the front, by Serve deployment.\n"
+        text += "# TYPE modelport_replicas gauge\n"
+        text += "".join(f'modelport_replicas{{deployment="{d}"}} {n}\n' for d, n in sorted(deployments.items()))
+        if missing:
+            text += "".join(f"# replica {address} did not answer\n" for address in missing)
+        return 200, [(b"content-type", CONTENT_TYPE.encode())], text.encode()
