@@ -1,6 +1,8 @@
-"""``modelport serve --ray``: replicas on Ray Serve, autoscaling, scale to zero, replica loss, hot swap.
+"""``modelport serve --ray``: replicas on Ray Serve behind the front (HAProxy) or on the shared port (direct):
+autoscaling, scale to zero, replica loss, hot swaps by poll and by webhook, per-model applications, merged metrics.
 
-One local Ray cluster for the module. Ray binds every interface and rewrites 127.0.0.1, so this module runs only in
+One local Ray cluster for the module; each test deploys its own applications and runs the driver in a thread.
+Ray binds every interface and rewrites 127.0.0.1, so this module runs only in
 a loopback-only network namespace (``make test-ray``: ``unshare -n``); elsewhere, and without the ``ray`` extra, it
 is skipped with the reason. Waits on cluster state poll a condition with a deadline.
 """
@@ -8,13 +10,15 @@ is skipped with the reason. Waits on cluster state poll a condition with a deadl
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -67,11 +71,13 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> ScorerRegistry:
 
 @dataclass
 class Load:
-    """Threads scoring in a loop until stopped; each request on a new connection (the kernel balances those),
-    retried once on a connection error (a replica killed with the connection open)."""
+    """Threads scoring in a loop until stopped. ``retry``: a connection error is retried once on a new connection
+    (the client's retry, needed without the front when a replica is killed with the connection open)."""
 
     url: str
     threads: int = 4
+    retry: bool = False
+    fresh_connections: bool = False
     ok: int = 0
     retried: int = 0
     failures: list[str] = field(default_factory=list)
@@ -87,22 +93,24 @@ class Load:
         return self
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            for attempt in range(2):
-                try:
-                    r = httpx.post(self.url, json=answer(), headers={"Connection": "close"}, timeout=30)
-                except httpx.TransportError as exc:
-                    if attempt == 0:
-                        self.retried += 1
-                        continue
-                    self.failures.append(repr(exc))
+        headers = {"Connection": "close"} if self.fresh_connections else {}
+        with httpx.Client(timeout=30) as client:
+            while not self._stop.is_set():
+                for attempt in range(2 if self.retry else 1):
+                    try:
+                        r = client.post(self.url, json=answer(), headers=headers)
+                    except httpx.TransportError as exc:
+                        if self.retry and attempt == 0:
+                            self.retried += 1
+                            continue
+                        self.failures.append(repr(exc))
+                        break
+                    if r.status_code == 200:
+                        self.ok += 1
+                        self.versions.append(version_of(r.json()["predictions"][0]))
+                    else:
+                        self.failures.append(f"{r.status_code} {r.text[:200]}")
                     break
-                if r.status_code == 200:
-                    self.ok += 1
-                    self.versions.append(version_of(r.json()["predictions"][0]))
-                else:
-                    self.failures.append(f"{r.status_code} {r.text[:200]}")
-                break
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -110,21 +118,57 @@ class Load:
             t.join(30)
 
 
-def deploy(app: str, registry: ScorerRegistry, model: str, **scaleout: Any) -> tuple[Any, Any, str]:
-    """Deploy ``model`` as Serve application ``app`` on a free port: the settings, the plan and the scoring URL."""
-    from ray import serve
+@dataclass
+class Served:
+    """Applications deployed for one test, with the driver (front or direct) running in a thread."""
 
+    settings: Any
+    cluster: Any
+    driver: Any
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.settings.port}"
+
+    def url(self, model: str, ref: str = "champion") -> str:
+        return f"{self.base}/model/{model}/{ref}/invocations"
+
+
+@contextmanager
+def served(
+    app: str, registry: ScorerRegistry, *models: str, ingress: str = "front", **options: Any
+) -> Iterator[Served]:
+    """Deploy ``models`` (names or DeploymentSpecs) as application ``app`` on a free port and run its driver."""
     from server.scaleout import ray_serve
-    from server.scaleout.plan import ReplicaPlan
-    from server.settings import ScaleOutSettings
+    from server.settings import DeploymentSpec, PromotionSettings, ScaleOutSettings
 
+    scaleout = {"upscale_delay_s": 0.5, "downscale_delay_s": 2.0, "ingress": ingress, **options.pop("scaleout", {})}
+    specs = tuple(m if isinstance(m, DeploymentSpec) else DeploymentSpec(model=f"models:/{m}@champion") for m in models)
     settings = registry.settings(
-        models=(f"models:/{model}@champion",), port=free_port(), log_level="WARNING", log_format="json",
-        scaleout=ScaleOutSettings(**{"upscale_delay_s": 0.5, "downscale_delay_s": 2.0, **scaleout}),
+        deployments=specs, port=free_port(), log_level="WARNING", log_format="json",
+        scaleout=ScaleOutSettings(**scaleout), promotion=options.pop("promotion", PromotionSettings()), **options,
     )  # fmt: skip
-    plan = ReplicaPlan.from_settings(settings.scaleout)
-    handle = serve.run(ray_serve.application(settings, plan), name=app, route_prefix=None)
-    return settings, handle, f"http://127.0.0.1:{settings.port}/model/{model}/champion/invocations"
+    cluster = ray_serve.deploy(settings, name=app)
+    driver = ray_serve.Driver(cluster)
+    stop = asyncio.Event()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=lambda: loop.run_until_complete(driver.run(stop)), daemon=True)
+    thread.start()
+    try:
+        if ingress == "front":
+            eventually(lambda: _answers(f"http://127.0.0.1:{settings.port}/ping"), 60, "the front answers /ping")
+        yield Served(settings, cluster, driver)
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(60)
+        cluster.delete()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def running(app: str) -> int:
@@ -143,144 +187,207 @@ def replicas(app: str) -> int:
     return sum(sum(d.replica_states.values()) for d in status.deployments.values())
 
 
-def remove(app: str) -> None:
-    from ray import serve
+def members(s: Served, app: str) -> list[Any]:
+    import ray
 
-    serve.delete(app)
+    return [m for m in ray.get(s.cluster.directory.members.remote()) if m.deployment == app]
 
 
-def test_one_replica_serves_rest_databricks_and_mcp(cluster: None, registry: ScorerRegistry) -> None:
+def mcp_tools(base: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    """initialize, initialized, tools/list over the Streamable HTTP door; the tools/list answer."""
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json", **(headers or {})}
+    params = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+    with httpx.Client(base_url=base, timeout=30) as http:
+        r = http.post(
+            "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params}, headers=headers
+        )
+        assert r.status_code == 200 and "serverInfo" in r.text
+        headers |= {"mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+        http.post("/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
+        return http.post("/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=headers)
+
+
+@pytest.mark.parametrize("ingress", ["front", "direct"])
+def test_one_replica_serves_rest_databricks_and_mcp(cluster: None, registry: ScorerRegistry, ingress: str) -> None:
     model = registry.register("ray_doors", [3.0])
-    settings, _, url = deploy("doors", registry, model)
-    base = f"http://127.0.0.1:{settings.port}"
-    try:
-        r = httpx.post(url, json=answer(), timeout=30)
+    with served(f"doors-{ingress}", registry, model, ingress=ingress) as s:
+        if ingress == "direct":
+            eventually(lambda: _answers(f"{s.base}/ping"), 60, "the replica answers")
+        r = httpx.post(s.url(model), json=answer(), timeout=30)
         assert r.status_code == 200 and version_of(r.json()["predictions"][0]) == 3.0
-        assert httpx.get(f"{base}/api/2.0/serving-endpoints", timeout=30).status_code == 200
-        headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-        client = {"name": "t", "version": "1"}
-        params = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": client}
-        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params}
-        with httpx.Client(base_url=base, timeout=30) as http:
-            r = http.post("/mcp", json=init, headers=headers)
-            assert r.status_code == 200 and "serverInfo" in r.text
-            session = {"mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
-            headers |= session
-            http.post("/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
-            tools = http.post("/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=headers)
+        assert httpx.get(f"{s.base}/api/2.0/serving-endpoints", timeout=30).status_code == 200
+        tools = mcp_tools(s.base)
         assert tools.status_code == 200 and model in tools.text
-    finally:
-        remove("doors")
+        if ingress == "front":  # /metrics: every replica's, labelled; the front's count of replicas
+            metrics = httpx.get(f"{s.base}/metrics", timeout=30).text
+            (member,) = members(s, "doors-front")
+            assert f'replica="{member.address}"' in metrics and f'model="{model}"' in metrics
+            assert 'modelport_replicas{deployment="doors-front"} 1' in metrics
 
 
 def test_autoscales_one_to_two_under_load_and_back(cluster: None, registry: ScorerRegistry) -> None:
     model = registry.register("ray_scale", [1.0])
-    _, _, url = deploy("scale", registry, model, min_replicas=1, max_replicas=2, target_ongoing_requests=0.1)
-    try:
+    options = {"scaleout": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 0.1}}
+    with served("scale", registry, model, **options) as s:
         assert running("scale") == 1
-        with Load(url) as load:
+        with Load(s.url(model)) as load:
             up = eventually(lambda: running("scale") == 2, 60, "2 replicas under load")
-            served = load.ok
-            eventually(lambda: load.ok > served + 20, 30, "load still answered on 2 replicas")
+            eventually(lambda: len(members(s, "scale")) == 2, 30, "the front knows both")
+            served_before = load.ok
+            eventually(lambda: load.ok > served_before + 20, 30, "load still answered on 2 replicas")
         assert not load.failures, load.failures[:3]
         down = eventually(lambda: running("scale") == 1, 60, "back to 1 replica after the load")
         print(f"scaled up in {up:.1f} s under load, down in {down:.1f} s after it ({load.ok} requests)")
-    finally:
-        remove("scale")
 
 
-def test_scale_to_zero_and_wake_on_first_request(cluster: None, registry: ScorerRegistry) -> None:
-    from server.scaleout import ray_serve
-    from server.scaleout.plan import ReplicaPlan
-
+@pytest.mark.parametrize("ingress", ["front", "direct"])
+def test_scale_to_zero_and_wake_on_first_request(cluster: None, registry: ScorerRegistry, ingress: str) -> None:
     model = registry.register("ray_zero", [2.0])
-    settings, handle, url = deploy("zero", registry, model, min_replicas=0, max_replicas=1, downscale_delay_s=1.0)
-    plan = ReplicaPlan.from_settings(settings.scaleout)
-    stop = asyncio.Event()
-    loop = asyncio.new_event_loop()
-    driver = threading.Thread(
-        target=lambda: loop.run_until_complete(ray_serve.watch(settings, plan, handle, stop, "zero")), daemon=True
-    )
-    driver.start()
-    try:
-        assert httpx.post(url, json=answer(), timeout=30).status_code == 200  # the initial replica
-        eventually(lambda: replicas("zero") == 0, 60, "scaled to zero when idle (the last replica gone)")
-        eventually(lambda: _listening(settings.port), 10, "the driver holds the port")
+    app = f"zero-{ingress}"
+    options = {"scaleout": {"min_replicas": 0, "max_replicas": 1, "downscale_delay_s": 1.0}}
+    with served(app, registry, model, ingress=ingress, **options) as s:
+        eventually(lambda: running(app) == 1, 60, "the initial replica")
+        assert httpx.post(s.url(model), json=answer(), timeout=30).status_code == 200  # the initial replica
+        eventually(lambda: replicas(app) == 0, 60, "scaled to zero when idle (the last replica gone)")
+        if ingress == "direct":
+            eventually(lambda: _listening(s.settings.port), 10, "the driver holds the port")
         started = time.monotonic()
-        r = httpx.post(url, json=answer(), timeout=60)
+        r = httpx.post(s.url(model), json=answer(), timeout=60)
         wake_s = time.monotonic() - started
         assert r.status_code == 200, r.text
         assert version_of(r.json()["predictions"][0]) == 2.0
-        assert r.headers.get("connection") == "close"  # the next request goes straight to the replica
-        eventually(lambda: running("zero") == 1, 30, "one replica running after the wake-up")
-        eventually(  # the driver releases the port within its next look (0.2 s): then a replica answers directly
-            lambda: httpx.post(url, json=answer(), timeout=30).headers.get("connection") != "close", 10,
-            "requests answered by the replica, not the driver",
-        )  # fmt: skip
-        print(f"woke from zero in {wake_s:.2f} s")
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        driver.join(30)
-        remove("zero")
+        eventually(lambda: running(app) == 1, 30, "one replica running after the wake-up")
+        if ingress == "direct":
+            assert r.headers.get("connection") == "close"  # the next request goes straight to the replica
+            eventually(  # the driver releases the port within its next look (0.2 s): then a replica answers directly
+                lambda: httpx.post(s.url(model), json=answer(), timeout=30).headers.get("connection") != "close", 10,
+                "requests answered by the replica, not the driver",
+            )  # fmt: skip
+        print(f"{ingress}: woke from zero in {wake_s:.2f} s")
 
 
 def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_killed_replica_is_replaced_and_no_request_fails(cluster: None, registry: ScorerRegistry) -> None:
+def _kill_one(app: str) -> None:
     import ray
 
-    model = registry.register("ray_kill", [1.0])
-    _, _, url = deploy("kill", registry, model, min_replicas=2, max_replicas=2)
-    try:
-        eventually(lambda: running("kill") == 2, 60, "2 replicas")
-        with Load(url) as load:
-            eventually(lambda: load.ok > 50, 30, "load flowing")
-            victim = next(
-                a
-                for a in ray.util.list_named_actors(all_namespaces=True)
-                if a["name"].startswith("SERVE_REPLICA::kill#")
-            )
-            ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
-            eventually(lambda: running("kill") < 2, 30, "the killed replica noticed")
-            eventually(lambda: running("kill") == 2, 60, "the killed replica replaced")
-            served = load.ok
-            eventually(lambda: load.ok > served + 20, 30, "load answered after the replacement")
-        assert not load.failures, load.failures[:3]
-        print(f"replica killed under load: {load.ok} answered, {load.retried} retried once, 0 failed")
-    finally:
-        remove("kill")
-
-
-def test_alias_move_rolls_every_replica_without_a_failed_request(
-    cluster: None, registry: ScorerRegistry, tmp_path: Path
-) -> None:
-    model = registry.register("ray_swap", [1.0, 2.0])
-    from ray import serve
-
-    from server.scaleout import ray_serve
-    from server.scaleout.plan import ReplicaPlan
-    from server.settings import PromotionSettings, ScaleOutSettings
-
-    settings = registry.settings(
-        models=(f"models:/{model}@champion",), port=free_port(), log_level="WARNING", log_format="json",
-        scaleout=ScaleOutSettings(min_replicas=2, max_replicas=2), promotion=PromotionSettings(poll_interval_s=0.5),
-    )  # fmt: skip
-    serve.run(
-        ray_serve.application(settings, ReplicaPlan.from_settings(settings.scaleout)), name="swap", route_prefix=None
+    victim = next(
+        a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(f"SERVE_REPLICA::{app}#")
     )
-    url = f"http://127.0.0.1:{settings.port}/model/{model}/champion/invocations"
-    try:
-        eventually(lambda: running("swap") == 2, 60, "2 replicas")
-        with Load(url) as load:
+    ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
+
+
+@pytest.mark.parametrize("ingress", ["front", "direct"])
+def test_killed_replica_is_replaced_and_no_request_fails(cluster: None, registry: ScorerRegistry, ingress: str) -> None:
+    """Behind the front no client retries: the front retries a lost replica's requests on the other one. On the
+    shared port (direct) a client's retry on a new connection is what saves them."""
+    model = registry.register("ray_kill", [1.0])
+    app = f"kill-{ingress}"
+    with served(app, registry, model, ingress=ingress, scaleout={"min_replicas": 2, "max_replicas": 2}) as s:
+        eventually(lambda: running(app) == 2, 60, "2 replicas")
+        if ingress == "front":
+            eventually(lambda: len(members(s, app)) == 2, 30, "the front knows both")
+        with Load(s.url(model), retry=ingress == "direct", fresh_connections=ingress == "direct") as load:
+            eventually(lambda: load.ok > 50, 30, "load flowing")
+            _kill_one(app)
+            eventually(lambda: running(app) < 2, 30, "the killed replica noticed")
+            eventually(lambda: running(app) == 2, 60, "the killed replica replaced")
+            served_before = load.ok
+            eventually(lambda: load.ok > served_before + 20, 30, "load answered after the replacement")
+        assert not load.failures, load.failures[:3]
+        if ingress == "front":
+            assert load.retried == 0
+        print(
+            f"{ingress}: replica killed under load: {load.ok} answered, {load.retried} retried by the client, 0 failed"
+        )
+
+
+SECRET = "ray-webhook-secret"
+
+
+def _signed_alias_webhook(name: str, version: str) -> tuple[bytes, dict[str, str]]:
+    from server.lifecycle.webhooks import sign
+
+    body = json.dumps(
+        {
+            "entity": "model_version_alias", "action": "created", "timestamp": "2026-01-01T00:00:00+00:00",
+            "data": {"name": name, "alias": "champion", "version": version},
+        }
+    ).encode()  # fmt: skip
+    delivery, stamp = str(uuid.uuid4()), str(int(time.time()))
+    signature = sign(SECRET, delivery, stamp, body)
+    headers = {"X-MLflow-Delivery-Id": delivery, "X-MLflow-Timestamp": stamp, "X-MLflow-Signature": signature}
+    return body, {"Content-Type": "application/json", **headers}
+
+
+@pytest.mark.parametrize("by", ["poll", "webhook"])
+def test_alias_move_rolls_every_replica_without_a_failed_request(
+    cluster: None, registry: ScorerRegistry, by: str
+) -> None:
+    """By poll: each replica finds the move itself. By webhook (polling off): one replica receives it, and the
+    directory carries it to the other within a beat."""
+    from server.settings import PromotionSettings
+
+    model = registry.register("ray_swap", [1.0, 2.0])
+    promotion = (
+        PromotionSettings(poll_interval_s=0.5)
+        if by == "poll"
+        else PromotionSettings(poll_interval_s=0, webhook_secret=SECRET)
+    )
+    app = f"swap-{by}"
+    with served(app, registry, model, scaleout={"min_replicas": 2, "max_replicas": 2}, promotion=promotion) as s:
+        eventually(lambda: running(app) == 2, 60, "2 replicas")
+        eventually(lambda: len(members(s, app)) == 2, 30, "the front knows both")
+        with Load(s.url(model)) as load:
             eventually(lambda: load.ok > 20, 30, "load flowing")
             registry.move(model, "champion", "2")
+            moved_at = time.monotonic()
+            if by == "webhook":
+                body, headers = _signed_alias_webhook(model, "2")
+                r = httpx.post(f"{s.base}/webhooks/mlflow", content=body, headers=headers, timeout=30)
+                assert r.status_code == 200 and r.json()["status"] == "accepted", r.text
             moved = len(load.versions)
             eventually(lambda: load.versions[-30:].count(2.0) == 30 and len(load.versions) > moved + 30, 60,
                        "every replica answers with version 2")  # fmt: skip
+            swap_s = time.monotonic() - moved_at
         assert not load.failures, load.failures[:3]
         assert set(load.versions) == {1.0, 2.0}
-    finally:
-        remove("swap")
+        print(f"alias moved ({by}): every replica on version 2 within {swap_s:.2f} s")
+
+
+def test_a_model_with_its_own_range_gets_its_own_replicas(cluster: None, registry: ScorerRegistry) -> None:
+    """``scaleout`` on a deployment: its own Serve application; its scoring routes go there, the rest (listings,
+    MCP, other models) to the general application, which serves it too (for MCP)."""
+    from server.settings import DeploymentSpec, ReplicaRange
+
+    own = registry.register("ray_own", [4.0])
+    other = registry.register("ray_general", [5.0])
+    spec = DeploymentSpec(model=f"models:/{own}@champion", scaleout=ReplicaRange(min_replicas=1, max_replicas=1))
+    with served("units", registry, spec, other) as s:
+        apps = [u.app for u in s.cluster.units]
+        assert apps == ["units", f"units-1-{own}"]
+        eventually(lambda: len(members(s, apps[1])) == 1 and len(members(s, "units")) == 1, 60, "both registered")
+        for _ in range(5):
+            assert version_of(httpx.post(s.url(own), json=answer(), timeout=30).json()["predictions"][0]) == 4.0
+            assert version_of(httpx.post(s.url(other), json=answer(), timeout=30).json()["predictions"][0]) == 5.0
+        (alone,) = members(s, apps[1])
+        (general,) = members(s, "units")
+        on_own = httpx.get(f"http://{alone.address}/metrics", timeout=30).text
+        on_general = httpx.get(f"http://{general.address}/metrics", timeout=30).text
+        assert _requests(on_own, own) == 5 and _requests(on_own, other) == 0  # it serves only its model
+        assert _requests(on_general, own) == 0 and _requests(on_general, other) == 5
+        assert own in mcp_tools(s.base).text  # the general application still has it for MCP
+
+
+def _requests(metrics: str, model: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "modelport_requests_total" and sample.labels.get("model") == model
+    )
