@@ -11,8 +11,10 @@ Every side serves the demo ``sales_forecast`` model through the same ``server.ma
 - ``handles``: a uvicorn ingress in the driver calling the replicas through a ``DeploymentHandle``
   (``server.scaleout.wake.WakeApp``, what the driver uses while scaling from zero).
 - ``workers-2`` (``--sides``): ``modelport serve --workers 2``, two processes sharing the port, no Ray.
-- ``reuseport-1`` / ``reuseport-2``: ``modelport serve --ray``'s design: 1 or 2 Serve replicas, each serving
-  modelport's own HTTP app on one shared port with ``SO_REUSEPORT``.
+- ``front-1`` / ``front-2``: ``modelport serve --ray`` (``ingress: front``, the default): 1 or 2 Serve replicas,
+  each serving modelport's own HTTP app on a port of its own, behind the driver's HAProxy front (retries, routes).
+- ``reuseport-1`` / ``reuseport-2``: ``ingress: direct``: the replicas share one port with ``SO_REUSEPORT``, nothing
+  in between.
 
 The sides run at once (Ray logically over-committed: CPUs are shared anyway) and short wrk runs alternate between
 them; medians are printed, then ratios to ``modelport``. Server CPU for the Ray sides is the whole cluster's.
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--sides", default="modelport,serve-proxy,handles,reuseport-1,reuseport-2")
+    parser.add_argument("--sides", default="modelport,serve-proxy,handles,front-1,front-2,reuseport-1,reuseport-2")
     parser.add_argument("--haproxy", action="store_true", help="also Ray's HAProxy ingress (replaces serve-proxy)")
     parser.add_argument("--state-dir", type=Path)
     args = parser.parse_args(argv)
@@ -142,24 +144,40 @@ class _Cluster:
         )
         self.haproxy = haproxy
         self._threads: list[Any] = []
+        self._drivers: list[Any] = []
 
     def add(self, name: str) -> str:
+        import ray
         from ray import serve
 
         from bench.servers import free_port
         from server.scaleout import ray_serve
-        from server.scaleout.plan import ReplicaPlan
 
         if name in ("serve-proxy", "handles"):
             handle = serve.run(_proxied(self.settings), name=name, route_prefix=f"/{name}")
             if name == "serve-proxy":
                 return f"http://127.0.0.1:{self.proxy_port}/{name}"
             return self._handle_ingress(handle, free_port())
-        n = int(name.rsplit("-", 1)[1])
-        settings = self.settings.model_copy(update={"port": free_port()})
-        plan = ReplicaPlan(min_replicas=n, max_replicas=n)
-        serve.run(ray_serve.application(settings, plan), name=name, route_prefix=None)
-        return f"http://127.0.0.1:{settings.port}"
+        kind, n = name.rsplit("-", 1)
+        scaleout = self.settings.scaleout.model_copy(
+            update={"min_replicas": int(n), "max_replicas": int(n), "ingress": "front" if kind == "front" else "direct"}
+        )
+        settings = self.settings.model_copy(update={"port": free_port(), "scaleout": scaleout})
+        cluster = ray_serve.deploy(settings, name=name)
+        stop = asyncio.Event()
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(
+            target=lambda: loop.run_until_complete(ray_serve.Driver(cluster).run(stop)), daemon=True
+        )
+        thread.start()
+        self._drivers.append((loop, stop, thread))
+        url = f"http://127.0.0.1:{settings.port}"
+        deadline = time.monotonic() + 120
+        while not _answers(url + "/ping") or len(ray.get(cluster.directory.members.remote())) < int(n):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start")
+            time.sleep(0.1)
+        return url
 
     def _handle_ingress(self, handle: Any, port: int) -> str:
         """A uvicorn server in a driver thread forwarding every request through ``handle.forward``."""
@@ -168,7 +186,7 @@ class _Cluster:
         from server.scaleout.replica import QuietServer
         from server.scaleout.wake import WakeApp
 
-        async def forward(method: str, path: str, headers: Any, body: bytes) -> Any:
+        async def forward(_deployment: str | None, method: str, path: str, headers: Any, body: bytes) -> Any:
             return await handle.forward.remote(method, path, headers, body)
 
         app = WakeApp(forward, 30.0)
@@ -209,8 +227,20 @@ class _Cluster:
 
         for server in self._threads:
             server.should_exit = True
+        for loop, stop, thread in self._drivers:
+            loop.call_soon_threadsafe(stop.set)
+            thread.join(30)
         serve.shutdown()
         ray.shutdown()
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def _proxied(settings: Any) -> Any:
