@@ -185,7 +185,8 @@ class Front:
         """Write the configuration to a private directory, start HAProxy, return once it answers.
 
         Raises:
-            RuntimeError: HAProxy exited or did not answer within ``timeout_s`` (its error output is in the message).
+            RuntimeError: HAProxy could not be run, exited, or did not answer within ``timeout_s`` (its error output
+                is in the message); nothing is left running and the private directory is removed.
         """
         self._dir = Path(tempfile.mkdtemp(prefix="modelport-front-"))
         os.chmod(self._dir, 0o700)
@@ -198,26 +199,34 @@ class Front:
             pem.write_bytes(b"\n".join(p.read_bytes().strip() for p in self.config.tls) + b"\n")
         cfg = self._dir / "haproxy.cfg"
         cfg.write_text(self.config.render(self.socket_path, route_map, pem))
-        errors = open(self._dir / "haproxy.log", "wb")  # noqa: SIM115  # HAProxy's own messages, read on failure
-        self._process = subprocess.Popen(
-            [str(self.binary), "-db", "-f", str(cfg)], stdin=subprocess.DEVNULL, stdout=errors, stderr=errors
-        )
-        errors.close()
+        with open(self._dir / "haproxy.log", "wb") as errors:  # HAProxy's own messages, read on failure
+            try:
+                self._process = subprocess.Popen(
+                    [str(self.binary), "-db", "-f", str(cfg)], stdin=subprocess.DEVNULL, stdout=errors, stderr=errors
+                )
+            except OSError as exc:
+                self.stop(0)
+                raise RuntimeError(f"cannot run HAProxy {self.binary}: {exc}") from exc
         for backend in self.config.backends:
             self._slots[backend.name] = {}
             self._freed[backend.name] = list(range(1, backend.slots + 1))
         deadline = time.monotonic() + timeout_s
         while True:
             if self._process.poll() is not None:
-                raise RuntimeError(f"HAProxy exited {self._process.returncode}: {self.log_tail()}")
+                failure = f"HAProxy exited {self._process.returncode}: {self.log_tail()}"
+                break
             try:
                 self.command(["show info"])
+                failure = ""
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"HAProxy did not start within {timeout_s:g} s: {self.log_tail()}") from None
+                    failure = f"HAProxy did not start within {timeout_s:g} s: {self.log_tail()}"
+                    break
                 time.sleep(0.05)  # no readiness event: bounded poll of its socket
+        if failure:  # its message read first: stopping removes the private directory (and the key copied there)
+            self.stop(0)
+            raise RuntimeError(failure)
         log.info(
             "front listening", extra={"url": f"{self.config.host}:{self.config.port}", "haproxy": str(self.binary)}
         )
