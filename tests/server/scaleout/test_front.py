@@ -327,6 +327,7 @@ def test_a_lost_replica_s_scoring_requests_and_reads_are_retried_on_another_but_
         reads = [client.get("/version", headers={"x-id": f"g{i}"}).status_code for i in range(4)]
         assert scoring == [200] * 6 and reads == [200] * 4
         assert crash.ids() and set(crash.ids()) <= set(good.ids())  # every request the crash lost, good answered
+        assert front.stats()["modelport"]["redispatches"] >= len(set(crash.ids()))  # counted where /metrics reads
 
         management = {f"n{i}": _post(client, MANAGEMENT, f"n{i}") for i in range(6)}
         lost = {i for i in crash.ids("POST") if i.startswith("n")}
