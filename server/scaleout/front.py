@@ -142,7 +142,8 @@ class FrontConfig:
                 f"  http-request set-header {DEPLOYMENT_HEADER} {backend.deployment}",
                 "  option httpchk GET /ping",
                 "  http-check expect status 200",
-                "  default-server check inter 1s fall 2 rise 1",
+                # a refused connection takes a server out at once (a killed replica), not after two failed checks
+                "  default-server check inter 1s fall 2 rise 1 observe layer4 error-limit 1 on-error mark-down",
             ]
             if backend.sticky:
                 lines += [
