@@ -18,7 +18,7 @@ import asyncio
 import logging
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import orjson
@@ -80,6 +80,9 @@ class EndpointService:
         self._endpoints: dict[str, Endpoint] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._settled = threading.Condition()
+        self.listeners: list[Callable[[str], None]] = []
+        """Called with an endpoint's name after each change of its definition made here (under ``--ray`` the
+        replica tells the others, which ``follow`` it)."""
 
     # -- control plane ------------------------------------------------------------------------------------------
 
@@ -144,6 +147,7 @@ class EndpointService:
         self._apply_limits(ep)
         self._start(ep, config)
         log.info("serving endpoint created", extra={"endpoint": name, "served": [e.model_uri for e in config.served]})
+        self._changed(name)
         return ep.render()
 
     def list(self) -> list[dict[str, Any]]:
@@ -165,27 +169,72 @@ class EndpointService:
         latest = max(c.version for c in (ep.config, ep.pending) if c is not None)
         self._start(ep, parse_config(body, latest + 1))
         log.info("serving endpoint update", extra={"endpoint": name, "config_version": latest + 1})
+        self._changed(name)
         return ep.render()
 
     async def delete(self, name: str) -> None:
         """``DELETE /api/2.0/serving-endpoints/{name}``: stop routing, release its deployments, forget it."""
-        ep = self._find(name)
+        await self._remove(self._find(name), persist=True)
+        log.info("serving endpoint deleted", extra={"endpoint": name})
+        self._changed(name)
+
+    async def follow(self, name: str) -> None:
+        """Another process sharing the store changed endpoint ``name``: take its definition as stored now.
+
+        Metadata, AI Gateway and rate limits are taken at once; a config newer than any this process knows is
+        rolled out here too (its entities loaded by this process); a deleted endpoint is removed. Nothing is
+        written to the store or the ACLs: the process that made the change did.
+        """
+        record = self.store.get(name)
+        local = self._endpoints.get(name)
+        if record is None:
+            if local is not None:
+                await self._remove(local, persist=False)
+                log.info("serving endpoint deleted elsewhere", extra={"endpoint": name})
+            return
+        try:
+            stored = _restored(record)
+        except (KeyError, TypeError, ValueError, ServingError) as exc:
+            log.error("cannot follow a serving endpoint", extra={"endpoint": name, "reason": str(exc)})
+            return
+        newest = max((c for c in (stored.config, stored.pending) if c is not None), key=_version, default=None)
+        if local is None:
+            local = stored
+            local.config = local.pending = None
+            self._endpoints[name] = local
+        else:
+            local.description, local.tags = stored.description, stored.tags
+            local.route_optimized, local.ai_gateway = stored.route_optimized, stored.ai_gateway
+            local.updated_ms = stored.updated_ms
+        self._apply_limits(local)
+        known = max((c.version for c in (local.config, local.pending) if c is not None), default=0)
+        if newest is not None and newest.version > known:
+            self._start(local, newest, persist=False)
+            log.info("serving endpoint changed elsewhere", extra={"endpoint": name, "config_version": newest.version})
+
+    async def _remove(self, ep: Endpoint, *, persist: bool) -> None:
+        """Stop routing ``ep``, release its deployments; ``persist``: also from the store and the ACLs."""
+        name = ep.name
         task = self._tasks.pop(name, None)
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         del self._endpoints[name]
-        self.store.delete(name)
         resource = Resource("endpoint", name)
+        if persist:
+            self.store.delete(name)
+            if self.acl is not None:
+                self.acl.drop(resource)
         if self.limits is not None:
             self.limits.set(resource, ())
-        if self.acl is not None:
-            self.acl.drop(resource)
         self._apply_capture(name, None)
         for key in {key_of(e.model_uri) for c in (ep.config, ep.pending) if c is not None for e in c.served}:
             await self.manager.release(key, ep.owner)
         self._notify()
-        log.info("serving endpoint deleted", extra={"endpoint": name})
+
+    def _changed(self, name: str) -> None:
+        for listener in self.listeners:
+            listener(name)
 
     def patch_tags(self, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """``PATCH /api/2.0/serving-endpoints/{name}/tags``: ``add_tags`` then ``delete_tags``; returns the tags."""
@@ -200,6 +249,7 @@ class EndpointService:
             ep.tags.pop(key, None)
         ep.updated_ms = now_ms()
         self.store.save(name, ep.record())
+        self._changed(name)
         return {"tags": [{"key": k, "value": v} for k, v in sorted(ep.tags.items())]}
 
     def put_ai_gateway(self, name: str, body: Any) -> dict[str, Any]:
@@ -281,17 +331,22 @@ class EndpointService:
 
     # -- rollouts -----------------------------------------------------------------------------------------------
 
-    def _start(self, ep: Endpoint, config: EndpointConfig) -> None:
+    def _start(self, ep: Endpoint, config: EndpointConfig, *, persist: bool = True) -> None:
         ep.pending, ep.pending_started_ms, ep.update = config, now_ms(), "IN_PROGRESS"
         ep.updated_ms = now_ms()
-        self.store.save(ep.name, ep.record())
-        task = asyncio.get_running_loop().create_task(self._rollout(ep, config), name=f"rollout-{ep.name}")
+        if persist:
+            self.store.save(ep.name, ep.record())
+        rollout = self._rollout(ep, config, persist=persist)
+        task = asyncio.get_running_loop().create_task(rollout, name=f"rollout-{ep.name}")
         with self._settled:
             self._tasks[ep.name] = task
         task.add_done_callback(lambda t: self._finished(ep.name, t))
 
-    async def _rollout(self, ep: Endpoint, config: EndpointConfig) -> None:
-        """Load every served entity of ``config``; activate it when all are ready, else keep the old one."""
+    async def _rollout(self, ep: Endpoint, config: EndpointConfig, *, persist: bool = True) -> None:
+        """Load every served entity of ``config``; activate it when all are ready, else keep the old one.
+
+        ``persist``: write the outcome to the store (not when following a change another process made).
+        """
         states: States = {e.name: ("DEPLOYMENT_CREATING", f"loading {e.model_uri}") for e in config.served}
         ep.states[config.version] = states
         loads = (self._load(ep, config, e, states) for e in config.served)
@@ -308,7 +363,8 @@ class EndpointService:
                 ep.router = TrafficRouter(config.routes)
             else:
                 await self._release_unused(ep, config, keep=ep.config)
-                self.store.save(ep.name, {**ep.record(), "pending": None})
+                if persist:
+                    self.store.save(ep.name, {**ep.record(), "pending": None})
             log.error(
                 "serving endpoint update failed; the previous config keeps serving",
                 extra={"endpoint": ep.name, "config_version": config.version, "reason": str(failures[0])},
@@ -323,7 +379,8 @@ class EndpointService:
         if previous is not None:
             await self._release_unused(ep, previous, keep=config)
             ep.states.pop(previous.version, None)
-        self.store.save(ep.name, ep.record())
+        if persist:
+            self.store.save(ep.name, ep.record())
         log.info("serving endpoint ready", extra={"endpoint": ep.name, "config_version": config.version})
 
     async def _load(self, ep: Endpoint, config: EndpointConfig, entity: ServedEntity, states: States) -> None:
@@ -345,6 +402,7 @@ class EndpointService:
         ep.updated_ms = now_ms()
         self.store.save(ep.name, ep.record())
         self._apply_limits(ep)
+        self._changed(ep.name)
 
     def _apply_limits(self, ep: Endpoint) -> None:
         if self.limits is not None:
@@ -412,6 +470,10 @@ def _restored(record: Mapping[str, Any]) -> Endpoint:
         if record.get(key):
             setattr(ep, key, parse_config(record[key], int(record[key].get("config_version", 1))))
     return ep
+
+
+def _version(config: EndpointConfig) -> int:
+    return config.version
 
 
 def _serving(dep: Deployment) -> str:

@@ -41,6 +41,14 @@ class EndpointStore:
         with self._lock, self._connect() as db:
             db.execute("DELETE FROM endpoints WHERE name = ?", (name,))
 
+    def get(self, name: str) -> dict[str, Any] | None:
+        """One endpoint's record, or ``None`` (another process may have written it since this one started)."""
+        if self._db is None and self.path is not None and not self.path.exists():
+            return None
+        with self._lock:
+            row = self._connect().execute("SELECT record FROM endpoints WHERE name = ?", (name,)).fetchone()
+        return None if row is None else orjson.loads(row[0])  # type: ignore[no-any-return]
+
     def load(self) -> list[dict[str, Any]]:
         """Every record, by name (nothing, without creating the file, when there is none yet)."""
         if self._db is None and self.path is not None and not self.path.exists():

@@ -4,7 +4,9 @@
 address (deployment, ``host:port``) once it listens and then beats every ``BEAT_S``; each beat returns the events
 published since its last one. The driver reads ``members()`` to keep the front (HAProxy) pointed at the live
 replicas. Events carry what one replica learned for all of them: a registry webhook received by one replica
-(``("alias", model name)``) makes every replica check that model's aliases at once, instead of at its next poll.
+(``("alias", model name)``) makes every replica check that model's aliases at once, instead of at its next poll;
+a Databricks endpoint created, changed or deleted through one replica (``("endpoint", name)``) is taken from the
+shared store by the others.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ class Member:
 
 
 Event = tuple[str, str, str]
-"""``(kind, subject, origin replica)``: ``("alias", model name, replica)``."""
+"""``(kind, subject, origin replica)``: ``("alias", model name, replica)`` (a registry webhook: check the model's
+aliases now) or ``("endpoint", endpoint name, replica)`` (a Databricks endpoint changed: take it from the store)."""
 
 
 class Directory:

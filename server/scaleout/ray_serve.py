@@ -64,10 +64,14 @@ class ModelportReplica:
         host = listen if listen is not None else settings.host
         self.member = Member(context.app_name, context.replica_tag, host, self.server.port)
         self.directory = directory
-        self.beat = Beat(directory, self.member, self.server)
+        self.beat = Beat(directory, self.member, self.server, endpoints=databricks)
+        publish = directory.publish.remote
         receiver = self.server.components.receiver
         if receiver is not None:  # a webhook this replica receives reaches the others at their next beat
-            receiver.relays.append(lambda name: directory.publish.remote("alias", name, self.member.replica))
+            receiver.relays.append(lambda name: publish("alias", name, self.member.replica))
+        endpoints = self.server.components.endpoints
+        if endpoints is not None and databricks:  # so does a Databricks endpoint created or changed here
+            endpoints.listeners.append(lambda name: publish("endpoint", name, self.member.replica))
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         return self.server.stats()
@@ -97,8 +101,9 @@ class ModelportReplica:
 class Beat:
     """A replica's beat to the directory (a thread): keeps it in the front, and brings the others' events."""
 
-    def __init__(self, directory: Any, member: Member, server: ReplicaServer) -> None:
+    def __init__(self, directory: Any, member: Member, server: ReplicaServer, *, endpoints: bool = True) -> None:
         self.directory, self.member, self.server = directory, member, server
+        self.endpoints = endpoints  # follows Databricks endpoint changes (not a replica serving one model)
         self._stop = threading.Event()
         self.after: int = ray.get(directory.register.remote(member), timeout=30)
         self._thread = threading.Thread(target=self._run, name="modelport-beat", daemon=True)
@@ -114,6 +119,8 @@ class Beat:
             for kind, subject, _ in events:
                 if kind == "alias":
                     self.server.notify_alias(subject)
+                elif kind == "endpoint" and self.endpoints:
+                    self.server.follow_endpoint(subject)
 
     def stop(self) -> None:
         self._stop.set()

@@ -151,6 +151,12 @@ class ReplicaServer:
         if follower is not None and loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(follower.notify, name)
 
+    def follow_endpoint(self, name: str) -> None:
+        """Another replica changed Databricks endpoint ``name``: take it from the shared store (from any thread)."""
+        endpoints, loop = self.components.endpoints, self.loop
+        if endpoints is not None and loop is not None and not loop.is_closed():
+            asyncio.run_coroutine_threadsafe(endpoints.follow(name), loop)
+
     async def call(self, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> Response:
         """Serve one request given whole (the driver's wake-up listener forwards through this)."""
         if self.loop is None:

@@ -397,3 +397,34 @@ def _sample(metrics: str, name: str, **labels: str) -> float:
         for sample in family.samples
         if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
     )
+
+
+def test_a_databricks_endpoint_created_through_one_replica_is_served_by_every_replica(
+    cluster: None, registry: ScorerRegistry
+) -> None:
+    """The replica that handles the create call tells the directory; the others take the endpoint from the shared
+    store at their next beat. Deleting it goes the same way."""
+    model = registry.register("ray_endpoint", [6.0])
+    with served("endpoints", registry, model, scaleout={"min_replicas": 2, "max_replicas": 2}) as s:
+        eventually(lambda: len(members(s, "endpoints")) == 2, 60, "2 replicas registered")
+        addresses = [m.address for m in members(s, "endpoints")]
+        entity = {"entity_name": model, "entity_version": "1"}
+        body = {"name": "ray-ep", "config": {"served_entities": [entity]}}
+        created = httpx.post(f"{s.base}/api/2.0/serving-endpoints", json=body, timeout=30)
+        assert created.status_code == 200, created.text
+
+        def scored_on(address: str) -> int:
+            url = f"http://{address}/serving-endpoints/ray-ep/invocations"
+            return httpx.post(url, json=answer(), timeout=30).status_code
+
+        for address in addresses:  # each replica on its own address: both serve it
+            eventually(lambda a=address: scored_on(a) == 200, 30, f"the endpoint served by {address}")
+        answers = [
+            httpx.post(f"{s.base}/serving-endpoints/ray-ep/invocations", json=answer(), timeout=30) for _ in range(20)
+        ]
+        assert [r.status_code for r in answers] == [200] * 20
+        assert {version_of(r.json()["predictions"][0]) for r in answers} == {6.0}
+
+        assert httpx.delete(f"{s.base}/api/2.0/serving-endpoints/ray-ep", timeout=30).status_code == 200
+        for address in addresses:
+            eventually(lambda a=address: scored_on(a) == 404, 30, f"the endpoint gone from {address}")
