@@ -90,16 +90,26 @@ class Limiter(Protocol):
 
 
 class LocalLimiter:
-    """Buckets in this process (one per key and limit)."""
+    """Buckets in this process (one per key and limit).
+
+    ``share`` is the part of each limit this process enforces: 1.0 alone; ``1/N`` when N replicas behind one
+    balancer share the traffic (``server.scaleout`` sets it from the live replica count), so that together they
+    allow about the limit. A limit above zero keeps at least one call per period on each replica.
+    """
 
     def __init__(self) -> None:
         self._buckets: dict[tuple[Any, ...], TokenBucket] = {}
+        self.share = 1.0
 
     def hit(self, key: tuple[Any, ...], limit: RateLimit) -> float:
         now = time.monotonic()
+        capacity = limit.calls * self.share
+        if limit.calls > 0:
+            capacity = max(1.0, capacity)
+        rate = limit.per_second * self.share
         bucket = self._buckets.get(key)
-        if bucket is None or bucket.capacity != limit.calls or bucket.rate != limit.per_second:
-            bucket = self._buckets[key] = TokenBucket(limit.calls, limit.per_second, now)
+        if bucket is None or bucket.capacity != capacity or bucket.rate != rate:
+            bucket = self._buckets[key] = TokenBucket(capacity, rate, now)
         return bucket.take(now)
 
 

@@ -66,13 +66,15 @@ class Directory:
         self._members.pop(replica, None)
         self._seen.pop(replica, None)
 
-    def beat(self, member: Member, after: int) -> tuple[int, list[Event]]:
+    def beat(self, member: Member, after: int) -> tuple[int, list[Event], int]:
         """``member`` is alive (registered again if it was judged stale); the events others published after
-        sequence ``after``, and the sequence to ask after next."""
+        sequence ``after``, the sequence to ask after next, and how many live replicas its deployment has (it
+        enforces that share of the rate limits)."""
         self._members[member.replica] = member
         self._seen[member.replica] = self._clock()
         events = [event for seq, event in self._events if seq > after and event[2] != member.replica]
-        return self._seq, events
+        peers = sum(1 for m in self.members() if m.deployment == member.deployment)
+        return self._seq, events, max(peers, 1)
 
     def publish(self, kind: str, subject: str, origin: str) -> int:
         """Record an event for every replica but ``origin`` (it acted already); its sequence number."""

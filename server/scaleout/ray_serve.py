@@ -112,10 +112,11 @@ class Beat:
     def _run(self) -> None:
         while not self._stop.wait(BEAT_S):
             try:
-                self.after, events = ray.get(self.directory.beat.remote(self.member, self.after), timeout=5)
+                self.after, events, peers = ray.get(self.directory.beat.remote(self.member, self.after), timeout=5)
             except Exception as exc:  # the directory is away (driver restarting): beat again later
                 log.warning("replica beat failed: %s", exc)
                 continue
+            self.server.share_limits(peers)
             for kind, subject, _ in events:
                 if kind == "alias":
                     self.server.notify_alias(subject)

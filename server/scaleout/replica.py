@@ -18,6 +18,7 @@ from typing import Any
 
 import uvicorn
 
+from server.ops.limits import LocalLimiter
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,16 @@ class ReplicaServer:
         follower, loop = self.components.follower, self.loop
         if follower is not None and loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(follower.notify, name)
+
+    def share_limits(self, replicas: int) -> None:
+        """``replicas`` share this deployment's traffic: enforce ``1/replicas`` of each rate limit here."""
+        gate = self.components.gate
+        limiter = None if gate is None else gate.limits.limiter
+        if isinstance(limiter, LocalLimiter):
+            limiter.share = 1.0 / max(replicas, 1)
+            observability = self.components.observability
+            if observability is not None:  # in /metrics: the part of each rate limit this replica enforces
+                observability.metrics.gauges["modelport_rate_limit_share"] = lambda: limiter.share
 
     def follow_endpoint(self, name: str) -> None:
         """Another replica changed Databricks endpoint ``name``: take it from the shared store (from any thread)."""

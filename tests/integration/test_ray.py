@@ -428,3 +428,23 @@ def test_a_databricks_endpoint_created_through_one_replica_is_served_by_every_re
         assert httpx.delete(f"{s.base}/api/2.0/serving-endpoints/ray-ep", timeout=30).status_code == 200
         for address in addresses:
             eventually(lambda a=address: scored_on(a) == 404, 30, f"the endpoint gone from {address}")
+
+
+def test_replicas_share_a_rate_limit(cluster: None, registry: ScorerRegistry) -> None:
+    """Each of N replicas enforces 1/N of a limit (it learns N from its beat), so behind the front, which spreads
+    every request, the application allows about the limit, not N times it."""
+    from server.settings import DeploymentSpec, RateLimitSpec
+
+    model = registry.register("ray_limit", [1.0])
+    spec = DeploymentSpec(model=f"models:/{model}@champion", rate_limits=(RateLimitSpec(calls=20, key="endpoint"),))
+    with served("limits", registry, spec, scaleout={"min_replicas": 2, "max_replicas": 2}) as s:
+        eventually(lambda: len(members(s, "limits")) == 2, 60, "2 replicas registered")
+        for member in members(s, "limits"):
+            metrics = f"http://{member.address}/metrics"
+            eventually(
+                lambda url=metrics: _sample(httpx.get(url, timeout=30).text, "modelport_rate_limit_share") == 0.5, 30,
+                "each replica enforces half",
+            )  # fmt: skip
+        statuses = [httpx.post(s.url(model), json=answer(), timeout=30).status_code for _ in range(40)]
+        assert set(statuses) == {200, 429}
+        assert 20 <= statuses.count(200) <= 22, statuses  # 10 + 10, and what refilled meanwhile (1/3 call per s)

@@ -6,7 +6,7 @@ import pytest
 
 from server.errors import InvalidInput
 from server.ops.identity import Resource
-from server.ops.limits import LimitTable, RateLimit, TokenBucket, parse_rate_limits
+from server.ops.limits import LimitTable, LocalLimiter, RateLimit, TokenBucket, parse_rate_limits
 
 
 def test_bucket_allows_capacity_then_says_how_long_to_wait() -> None:
@@ -60,3 +60,18 @@ def test_bad_rate_limits_name_the_field(raw: object, field: str) -> None:
     with pytest.raises(InvalidInput) as info:
         parse_rate_limits(raw)
     assert info.value.field == field
+
+
+def test_a_replica_enforces_its_share_of_each_limit() -> None:
+    limiter = LocalLimiter()
+    limiter.share = 0.25  # four replicas share the traffic
+    table = LimitTable(limiter)
+    model = Resource("model", "m")
+    table.set(model, [RateLimit(8)])
+    assert [table.hit(model, "ann") == 0.0 for _ in range(3)] == [True, True, False]  # 8 / 4 = 2 here
+    assert table.hit(model, "ann") == pytest.approx(1 / (8 / 60 * 0.25), rel=0.05)  # refilled at a quarter rate
+    table.set(model, [RateLimit(1)])
+    assert table.hit(model, "bob") == 0.0  # a limit above zero keeps one call per period on each replica
+    assert table.hit(model, "bob") > 0.0
+    table.set(model, [RateLimit(0)])
+    assert table.hit(model, "eve") == float("inf")  # zero stays zero

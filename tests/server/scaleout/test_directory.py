@@ -56,14 +56,14 @@ def test_events_reach_every_replica_but_their_origin_after_the_sequence_asked() 
     first = directory.publish("alias", "iris", "a")
     assert first == 1
     assert directory.register(b) == 1  # b starts after the events it missed: it loads the models afresh anyway
-    assert directory.beat(b, 1) == (1, [])
+    assert directory.beat(b, 1)[:2] == (1, [])
     second = directory.publish("alias", "wine", "b")
     assert second == 2
-    assert directory.beat(a, 0) == (2, [("alias", "wine", "b")])  # its own event is not returned to a
-    assert directory.beat(b, 1) == (2, [])  # nor to b
-    assert directory.beat(c, 0) == (2, [("alias", "iris", "a"), ("alias", "wine", "b")])  # never registered
-    assert directory.beat(c, 2) == (2, [])  # asked again after the last one: nothing new
-    assert directory.beat(a, 2) == (2, [])
+    assert directory.beat(a, 0)[:2] == (2, [("alias", "wine", "b")])  # its own event is not returned to a
+    assert directory.beat(b, 1)[:2] == (2, [])  # nor to b
+    assert directory.beat(c, 0)[:2] == (2, [("alias", "iris", "a"), ("alias", "wine", "b")])  # never registered
+    assert directory.beat(c, 2)[:2] == (2, [])  # asked again after the last one: nothing new
+    assert directory.beat(a, 2)[:2] == (2, [])
 
 
 def test_the_event_log_keeps_the_last_kept_events() -> None:
@@ -71,7 +71,7 @@ def test_the_event_log_keeps_the_last_kept_events() -> None:
     a = _member("a", 9001)
     for i in range(KEPT_EVENTS + 5):
         directory.publish("alias", f"m{i}", "b")
-    seq, events = directory.beat(a, 0)
+    seq, events, _ = directory.beat(a, 0)
     assert seq == KEPT_EVENTS + 5  # sequence numbers keep counting
     assert len(events) == KEPT_EVENTS
     assert events[0] == ("alias", "m5", "b") and events[-1] == ("alias", f"m{KEPT_EVENTS + 4}", "b")
@@ -79,3 +79,14 @@ def test_the_event_log_keeps_the_last_kept_events() -> None:
         ("alias", f"m{KEPT_EVENTS + 3}", "b"),
         ("alias", f"m{KEPT_EVENTS + 4}", "b"),
     ]
+
+
+def test_a_beat_tells_how_many_live_replicas_share_its_deployment() -> None:
+    clock = Clock()
+    directory = Directory(clock)
+    a, b, other = _member("a", 9001), _member("b", 9002), Member("other", "o", "127.0.0.1", 9003)
+    assert directory.beat(a, 0)[2] == 1
+    directory.beat(other, 0)
+    assert directory.beat(b, 0)[2] == 2  # a and b; another deployment's replica does not count
+    clock.now += STALE_S + 1
+    assert directory.beat(a, 0)[2] == 1  # b went silent
