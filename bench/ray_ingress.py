@@ -152,6 +152,7 @@ class _Cluster:
 
         from bench.servers import free_port
         from server.scaleout import ray_serve
+        from server.scaleout.keeper import Keeper
 
         if name in ("serve-proxy", "handles"):
             handle = serve.run(_proxied(self.settings), name=name, route_prefix=f"/{name}")
@@ -166,9 +167,7 @@ class _Cluster:
         cluster = ray_serve.deploy(settings, name=name)
         stop = asyncio.Event()
         loop = asyncio.new_event_loop()
-        thread = threading.Thread(
-            target=lambda: loop.run_until_complete(ray_serve.Driver(cluster).run(stop)), daemon=True
-        )
+        thread = threading.Thread(target=lambda: loop.run_until_complete(Keeper(cluster).run(stop)), daemon=True)
         thread.start()
         self._drivers.append((loop, stop, thread))
         url = f"http://127.0.0.1:{settings.port}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -89,11 +89,16 @@ def build_gate(settings: Settings) -> Gate:
 
 
 def build(
-    settings: Settings, *, mcp: bool = True, databricks: bool = True, progress: Progress | None = None
+    settings: Settings,
+    *,
+    mcp: bool = True,
+    only_endpoints: Collection[str] | None = None,
+    progress: Progress | None = None,
 ) -> Components:
     """Wire one process. Models load in the app's lifespan (so uvicorn answers /ping only once they are ready).
 
-    ``databricks=False``: the persisted Databricks endpoints are not restored (a replica serving one model).
+    ``only_endpoints``: restore (and follow) only these persisted Databricks endpoints, none when empty (a replica
+    serving one model or one endpoint under ``--ray``); ``None``: all of them.
     """
     table = DeploymentTable()
     gate = build_gate(settings)
@@ -127,6 +132,8 @@ def build(
     endpoints = EndpointService(
         manager, service, EndpointStore(settings.endpoints_db), limits=gate.limits, acl=gate.acl, capture=tables
     )
+    if only_endpoints is not None:
+        endpoints.only = frozenset(only_endpoints)
     recorder = observability.recorder if settings.observe else None
     door = McpDoor(service, settings, gate=gate, recorder=recorder) if mcp else None
 
@@ -136,8 +143,7 @@ def build(
             if door is not None:
                 await stack.enter_async_context(door.lifespan())
             await manager.deploy_all(settings.all_deployments())
-            if databricks:
-                await endpoints.restore()
+            await endpoints.restore()
             background = [
                 asyncio.create_task(follower.run(), name="alias-follower"),
                 asyncio.create_task(manager.run_reaper(), name="idle-reaper"),

@@ -80,6 +80,8 @@ class EndpointService:
         self._endpoints: dict[str, Endpoint] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._settled = threading.Condition()
+        self.only: frozenset[str] | None = None
+        """Restore and follow only these endpoints (a replica serving some endpoints under ``--ray``); ``None``: all."""
         self.listeners: list[Callable[[str], None]] = []
         """Called with an endpoint's name after each change of its definition made here (under ``--ray`` the
         replica tells the others, which ``follow`` it)."""
@@ -90,6 +92,8 @@ class EndpointService:
         """Load persisted endpoints and roll out their configs (active ones awaited, pending ones in background)."""
         rollouts = []
         for record in self.store.load():
+            if self.only is not None and record.get("name") not in self.only:
+                continue
             try:
                 ep = _restored(record)
             except (KeyError, TypeError, ValueError, ServingError) as exc:
@@ -185,6 +189,8 @@ class EndpointService:
         rolled out here too (its entities loaded by this process); a deleted endpoint is removed. Nothing is
         written to the store or the ACLs: the process that made the change did.
         """
+        if self.only is not None and name not in self.only:
+            return
         record = self.store.get(name)
         local = self._endpoints.get(name)
         if record is None:

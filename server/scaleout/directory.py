@@ -76,6 +76,10 @@ class Directory:
         peers = sum(1 for m in self.members() if m.deployment == member.deployment)
         return self._seq, events, max(peers, 1)
 
+    def events(self, after: int) -> tuple[int, list[Event]]:
+        """Every event published after sequence ``after`` (the driver's view), and the sequence to ask after next."""
+        return self._seq, [event for seq, event in self._events if seq > after]
+
     def publish(self, kind: str, subject: str, origin: str) -> int:
         """Record an event for every replica but ``origin`` (it acted already); its sequence number."""
         self._seq += 1

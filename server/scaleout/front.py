@@ -98,7 +98,11 @@ class FrontConfig:
     graceful_s: float = 20.0
     server_timeout_s: float = 600.0
 
-    def render(self, runtime_socket: Path, route_map: Path, tls_pem: Path | None = None) -> str:
+    def render(
+        self, runtime_socket: Path, route_map: Path, tls_pem: Path | None = None, deployment_map: Path | None = None
+    ) -> str:
+        """HAProxy's configuration. ``deployment_map``: each backend's deployment is read from this map (changed at
+        run time with ``Front.assign``) instead of written in."""
         general = self.backends[0].name
         sticky = next((b.name for b in self.backends if b.sticky), general)
         tls = f" ssl crt {tls_pem} alpn http/1.1" if tls_pem else ""
@@ -137,9 +141,10 @@ class FrontConfig:
             f"  default_backend {general}",
         ]
         for backend in self.backends:
+            deployment = backend.deployment if deployment_map is None else f"%[be_name,map({deployment_map},none)]"
             lines += [
                 f"backend {backend.name}",
-                f"  http-request set-header {DEPLOYMENT_HEADER} {backend.deployment}",
+                f"  http-request set-header {DEPLOYMENT_HEADER} {deployment}",
                 "  option httpchk GET /ping",
                 "  http-check expect status 200",
                 # a refused connection takes a server out at once (a killed replica), not after two failed checks
@@ -162,9 +167,6 @@ class FrontConfig:
             lines += ["backend driver", f"  server driver 127.0.0.1:{self.metrics_port}"]
         return "\n".join(lines) + "\n"
 
-    def route_lines(self) -> str:
-        return "".join(f"{prefix} {name}\n" for prefix, name in self.routes.items())
-
 
 @dataclass
 class Front:
@@ -176,6 +178,14 @@ class Front:
     _process: subprocess.Popen[bytes] | None = None
     _slots: dict[str, dict[int, str]] = field(default_factory=dict)  # backend → slot → "host:port"
     _freed: dict[str, list[int]] = field(default_factory=dict)  # backend → free slots, longest free first
+    routes: dict[str, str] = field(default_factory=dict)
+    """Path prefix → backend now (``route`` changes it; the configuration's to begin with)."""
+    deployments: dict[str, str] = field(default_factory=dict)
+    """Backend → the Serve deployment filling it now (``assign`` changes it)."""
+
+    def __post_init__(self) -> None:
+        self.routes = dict(self.config.routes)
+        self.deployments = {b.name: b.deployment for b in self.config.backends if b.deployment}
 
     @property
     def socket_path(self) -> Path:
@@ -191,15 +201,16 @@ class Front:
         """
         self._dir = Path(tempfile.mkdtemp(prefix="modelport-front-"))
         os.chmod(self._dir, 0o700)
-        route_map = self._dir / "routes.map"
-        route_map.write_text(self.config.route_lines())
+        route_map, deployment_map = self._dir / "routes.map", self._dir / "deployments.map"
+        route_map.write_text("".join(f"{prefix} {name}\n" for prefix, name in self.routes.items()))
+        deployment_map.write_text("".join(f"{name} {d}\n" for name, d in self.deployments.items()))
         pem = None
         if self.config.tls is not None:  # HAProxy reads certificate and key from one file
             pem = self._dir / "tls.pem"
             pem.touch(0o600)
             pem.write_bytes(b"\n".join(p.read_bytes().strip() for p in self.config.tls) + b"\n")
         cfg = self._dir / "haproxy.cfg"
-        cfg.write_text(self.config.render(self.socket_path, route_map, pem))
+        cfg.write_text(self.config.render(self.socket_path, route_map, pem, deployment_map))
         with open(self._dir / "haproxy.log", "wb") as errors:  # HAProxy's own messages, read on failure
             try:
                 self._process = subprocess.Popen(
@@ -287,6 +298,32 @@ class Front:
             if problems:
                 log.warning("front: runtime API refused a change", extra={"answer": "; ".join(problems)[:500]})
         return bool(commands)
+
+    def route(self, prefix: str, backend: str | None) -> None:
+        """Send paths starting with ``prefix`` to ``backend`` from now on (``None``: back to the general one)."""
+        commands = [f"del map {self._dir}/routes.map {prefix}"] if prefix in self.routes else []
+        if backend is None:
+            self.routes.pop(prefix, None)
+        else:
+            self.routes[prefix] = backend
+            commands.append(f"add map {self._dir}/routes.map {prefix} {backend}")
+        self._apply(commands)
+
+    def assign(self, backend: str, deployment: str | None) -> None:
+        """Name the Serve deployment whose replicas fill ``backend`` (``None``: the backend is free again)."""
+        commands = [f"del map {self._dir}/deployments.map {backend}"] if backend in self.deployments else []
+        if deployment is None:
+            self.deployments.pop(backend, None)
+        else:
+            self.deployments[backend] = deployment
+            commands.append(f"add map {self._dir}/deployments.map {backend} {deployment}")
+        self._apply(commands)
+
+    def _apply(self, commands: list[str]) -> None:
+        if commands and self.alive:  # else the next start writes the maps from the dicts
+            answer = self.command(commands).strip()
+            if answer:
+                log.warning("front: runtime API refused a map change", extra={"answer": answer[:500]})
 
     def stats(self) -> dict[str, dict[str, float]]:
         """Per backend: requests sent to a server again (``retries``), sent to another one (``redispatches``),

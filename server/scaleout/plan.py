@@ -60,6 +60,16 @@ class ReplicaPlan:
             )
         return plan
 
+    @classmethod
+    def for_entities(cls, base: ReplicaRange, entities: Iterable[tuple[str, bool]]) -> ReplicaPlan:
+        """The plan of one Databricks endpoint's own replicas: its entities' sizes alone decide the range (Small 1,
+        Medium 1-2, Large 1-4; 0 minimum when every entity scales to zero); CPUs, GPUs and delays from ``base``."""
+        sizes = [(WORKLOAD_REPLICAS.get(size.capitalize(), (1, 1)), to_zero) for size, to_zero in entities]
+        if not sizes:
+            return replace(cls.from_settings(base), min_replicas=1, max_replicas=1)
+        low = 0 if all(to_zero for _, to_zero in sizes) else max(r[0] for r, _ in sizes)
+        return replace(cls.from_settings(base), min_replicas=low, max_replicas=max(r[1] for r, _ in sizes))
+
     @property
     def initial_replicas(self) -> int:
         return max(self.min_replicas, 1)
@@ -89,6 +99,11 @@ class ReplicaPlan:
 
 def databricks_entities(settings: Any) -> list[tuple[str, bool]]:
     """``(workload_size, scale_to_zero_enabled)`` of every served entity of the persisted Databricks endpoints."""
+    return [entity for _, entities in databricks_endpoints(settings) for entity in entities]
+
+
+def databricks_endpoints(settings: Any) -> list[tuple[str, list[tuple[str, bool]]]]:
+    """Each persisted Databricks endpoint's name and its served entities' ``(workload_size, scale_to_zero_enabled)``."""
     from server.databricks.store import EndpointStore
 
     if not settings.endpoints_db.exists():
@@ -98,6 +113,11 @@ def databricks_entities(settings: Any) -> list[tuple[str, bool]]:
         records = store.load()
     finally:
         store.close()
+    return [(str(record.get("name")), entities_of(record)) for record in records]
+
+
+def entities_of(record: Any) -> list[tuple[str, bool]]:
+    """``(workload_size, scale_to_zero_enabled)`` of the served entities of one endpoint record (both configs)."""
     found: list[tuple[str, bool]] = []
 
     def walk(value: Any) -> None:
@@ -110,5 +130,5 @@ def databricks_entities(settings: Any) -> list[tuple[str, bool]]:
             for v in value:
                 walk(v)
 
-    walk(records)
+    walk(record)
     return found

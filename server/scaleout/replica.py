@@ -78,19 +78,20 @@ class ReplicaServer:
         listen: ``None``: the shared ``host:port`` of the settings (``SO_REUSEPORT``). An address: a free port of
             it, plain HTTP (``port`` is the one bound), behind the front; the settings' ``host`` still decides
             whether auth is on.
-        databricks: Restore the persisted Databricks endpoints (not in a replica serving one model).
+        endpoints: The Databricks endpoints it restores and follows: ``None`` all, ``()`` none (a replica serving
+            one model), or some names (a replica serving those endpoints).
     """
 
     def __init__(
         self, settings: Settings, *, graceful_shutdown_s: float = 20.0, listen: str | None = None,
-        databricks: bool = True,
+        endpoints: tuple[str, ...] | None = None,
     ) -> None:  # fmt: skip
         from server.main import build, uvicorn_config
 
         if listen is not None:  # the front terminates TLS
             settings = settings.model_copy(update={"ssl_certfile": None, "ssl_keyfile": None})
         self.settings = settings
-        self.components = build(settings, databricks=databricks)
+        self.components = build(settings, only_endpoints=endpoints)
         self.app = Ongoing(self.components.app)
         self.sock = reuseport_socket(settings.host, settings.port) if listen is None else reuseport_socket(listen, 0)
         self.port: int = self.sock.getsockname()[1]

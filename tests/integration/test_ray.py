@@ -149,7 +149,9 @@ def served(
         scaleout=ScaleOutSettings(**scaleout), promotion=options.pop("promotion", PromotionSettings()), **options,
     )  # fmt: skip
     cluster = ray_serve.deploy(settings, name=app)
-    driver = ray_serve.Driver(cluster)
+    from server.scaleout.keeper import Keeper
+
+    driver = Keeper(cluster)
     stop = asyncio.Event()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=lambda: loop.run_until_complete(driver.run(stop)), daemon=True)
@@ -419,15 +421,36 @@ def test_a_databricks_endpoint_created_through_one_replica_is_served_by_every_re
 
         for address in addresses:  # each replica on its own address: both serve it
             eventually(lambda a=address: scored_on(a) == 200, 30, f"the endpoint served by {address}")
-        answers = [
-            httpx.post(f"{s.base}/serving-endpoints/ray-ep/invocations", json=answer(), timeout=30) for _ in range(20)
-        ]
+        # the driver heard it too: the endpoint gets a unit of its own, routed once its replica runs
+        unit_app = "endpoints-endpoint-ray-ep"
+        eventually(lambda: len(members(s, unit_app)) == 1, 90, "the endpoint's own unit running")
+        url = f"{s.base}/serving-endpoints/ray-ep/invocations"
+
+        def routed() -> bool:
+            assert httpx.post(url, json=answer(), timeout=30).status_code == 200  # by the general unit until then
+            return _counted_on(s, unit_app, "ray-ep") > 0
+
+        eventually(routed, 30, "the front routes the endpoint to its unit")
+        before = _counted_on(s, unit_app, "ray-ep")
+        answers = [httpx.post(url, json=answer(), timeout=30) for _ in range(20)]
         assert [r.status_code for r in answers] == [200] * 20
         assert {version_of(r.json()["predictions"][0]) for r in answers} == {6.0}
+        assert _counted_on(s, unit_app, "ray-ep") == before + 20  # all of them on the endpoint's own replica
 
         assert httpx.delete(f"{s.base}/api/2.0/serving-endpoints/ray-ep", timeout=30).status_code == 200
         for address in addresses:
             eventually(lambda a=address: scored_on(a) == 404, 30, f"the endpoint gone from {address}")
+        eventually(lambda: replicas(unit_app) == 0, 60, "the endpoint's unit removed")
+        assert httpx.post(url, json=answer(), timeout=30).status_code == 404
+
+
+def _counted_on(s: Served, app: str, endpoint: str) -> float:
+    """Requests to Databricks endpoint ``endpoint`` counted by the replicas of ``app`` (on their own addresses)."""
+    total = 0.0
+    for member in members(s, app):
+        metrics = httpx.get(f"http://{member.address}/metrics", timeout=30).text
+        total += _sample(metrics, "modelport_requests_total", endpoint=endpoint)
+    return total
 
 
 def test_replicas_share_a_rate_limit(cluster: None, registry: ScorerRegistry) -> None:

@@ -235,9 +235,10 @@ def test_the_rendered_configuration_is_valid_haproxy(tmp_path: Path, tls: bool) 
         pem = tmp_path / "tls.pem"
         pem.write_bytes(cert.read_bytes() + key.read_bytes())
         config.tls = (cert, key)
-    route_map = tmp_path / "routes.map"
-    route_map.write_text(config.route_lines())
-    text = config.render(tmp_path / "runtime.sock", route_map, pem)
+    route_map, deployment_map = tmp_path / "routes.map", tmp_path / "deployments.map"
+    route_map.write_text("".join(f"{prefix} {name}\n" for prefix, name in routes.items()))
+    deployment_map.write_text("".join(f"{b.name} {b.deployment}\n" for b in BACKENDS))
+    text = config.render(tmp_path / "runtime.sock", route_map, pem, deployment_map)
     (tmp_path / "haproxy.cfg").write_text(text)
     check = subprocess.run(
         [str(HAPROXY), "-c", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True, text=True, timeout=30
