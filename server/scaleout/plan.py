@@ -50,15 +50,11 @@ class ReplicaPlan:
         Every replica serves every model, so the range is the widest asked for: the largest maximum, and a
         minimum of 0 only when every entity (and the settings) allow scaling to zero.
         """
-        plan = self
-        for size, to_zero in entities:
-            low, high = WORKLOAD_REPLICAS.get(size.capitalize(), (1, 1))
-            plan = replace(
-                plan,
-                min_replicas=min(plan.min_replicas, 0) if to_zero else max(plan.min_replicas, low),
-                max_replicas=max(plan.max_replicas, high),
-            )
-        return plan
+        low, high = self.min_replicas, self.max_replicas
+        for size, to_zero in entities:  # each entity asks for its range (from 0 when it scales to zero)
+            entity_low, entity_high = WORKLOAD_REPLICAS.get(size.capitalize(), (1, 1))
+            low, high = max(low, 0 if to_zero else entity_low), max(high, entity_high)
+        return replace(self, min_replicas=low, max_replicas=high)
 
     @classmethod
     def for_entities(cls, base: ReplicaRange, entities: Iterable[tuple[str, bool]]) -> ReplicaPlan:
