@@ -301,22 +301,20 @@ class Front:
 
     def route(self, prefix: str, backend: str | None) -> None:
         """Send paths starting with ``prefix`` to ``backend`` from now on (``None``: back to the general one)."""
-        commands = [f"del map {self._dir}/routes.map {prefix}"] if prefix in self.routes else []
-        if backend is None:
-            self.routes.pop(prefix, None)
-        else:
-            self.routes[prefix] = backend
-            commands.append(f"add map {self._dir}/routes.map {prefix} {backend}")
-        self._apply(commands)
+        self._set(self.routes, "routes.map", prefix, backend)
 
     def assign(self, backend: str, deployment: str | None) -> None:
         """Name the Serve deployment whose replicas fill ``backend`` (``None``: the backend is free again)."""
-        commands = [f"del map {self._dir}/deployments.map {backend}"] if backend in self.deployments else []
-        if deployment is None:
-            self.deployments.pop(backend, None)
+        self._set(self.deployments, "deployments.map", backend, deployment)
+
+    def _set(self, entries: dict[str, str], map_file: str, key: str, value: str | None) -> None:
+        """One entry of a map, here and in the running HAProxy (the next start writes the file from ``entries``)."""
+        commands = [f"del map {self._dir}/{map_file} {key}"] if key in entries else []
+        if value is None:
+            entries.pop(key, None)
         else:
-            self.deployments[backend] = deployment
-            commands.append(f"add map {self._dir}/deployments.map {backend} {deployment}")
+            entries[key] = value
+            commands.append(f"add map {self._dir}/{map_file} {key} {value}")
         self._apply(commands)
 
     def _apply(self, commands: list[str]) -> None:
