@@ -206,7 +206,14 @@ class Keeper:
         unit = endpoint_unit(self.settings, self.cluster.name, endpoint, entities, backend)
         front.assign(backend, unit.app)
         self.cluster.units.append(unit)
-        await self.cluster.add(unit)  # returns once its replicas run (they register at once)
+        try:
+            await self.cluster.add(unit)  # returns once its replicas run (they register at once)
+        except Exception:  # not deployed: the general unit keeps serving it, the endpoint's next change tries again
+            self.cluster.units.remove(unit)
+            front.assign(backend, None)
+            with contextlib.suppress(Exception):
+                await self.cluster.remove(unit)  # what Serve kept of it
+            raise
         for prefix in unit.routes:
             front.route(prefix, backend)
         log.info("endpoint unit added", extra={"endpoint": endpoint, "app": unit.app, "replicas": _range(unit.plan)})
