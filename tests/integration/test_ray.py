@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -471,3 +472,40 @@ def test_replicas_share_a_rate_limit(cluster: None, registry: ScorerRegistry) ->
         statuses = [httpx.post(s.url(model), json=answer(), timeout=30).status_code for _ in range(40)]
         assert set(statuses) == {200, 429}
         assert 20 <= statuses.count(200) <= 22, statuses  # 10 + 10, and what refilled meanwhile (1/3 call per s)
+
+
+def test_the_serve_command_on_an_existing_cluster(cluster: None, registry: ScorerRegistry, tmp_path: Path) -> None:
+    """``modelport serve --ray ADDRESS`` as a user runs it: the front on the port, replicas on the cluster's nodes
+    (their node address), the doors answer, SIGINT removes its applications and leaves the cluster running."""
+    import signal
+    import subprocess
+    import sys
+
+    import ray
+
+    model = registry.register("ray_cli", [7.0])
+    port = free_port()
+    address = ray.get_runtime_context().gcs_address
+    argv = [
+        str(Path(sys.executable).parent / "modelport"), "serve", f"models:/{model}@champion", "--ray", address,
+        "--port", str(port), "--state-dir", str(registry.root), "--registry-uri", registry.uri,
+    ]  # fmt: skip
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "MODELPORT_LOG_FORMAT": "json"}
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        eventually(lambda: process.poll() is None and _answers(f"{base}/ping"), 120, "the front answers /ping")
+        r = httpx.post(f"{base}/model/{model}/champion/invocations", json=answer(), timeout=30)
+        assert r.status_code == 200 and version_of(r.json()["predictions"][0]) == 7.0
+        assert model in mcp_tools(base).text
+        assert 'modelport_replicas{deployment="modelport"} 1' in httpx.get(f"{base}/metrics", timeout=30).text
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(90)
+    assert code == 0, log.read_text()[-3000:]
+    from ray import serve
+
+    assert "modelport" not in serve.status().applications  # its application removed; Serve itself still up
