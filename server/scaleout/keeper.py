@@ -129,6 +129,8 @@ class Keeper:
         out = []
         for unit in self.cluster.units:
             slots = 2 * unit.plan.max_replicas + 2  # a rolling update holds old and new replicas at once
+            if unit.endpoint is not None:  # its endpoint may be resized while serving, up to Large
+                slots = max(slots, ENDPOINT_SLOTS)
             out.append(Backend(unit.backend, unit.app, slots))
             if unit.backend == GENERAL:
                 out.append(Backend(f"{GENERAL}_sticky", unit.app, slots, sticky=True))
