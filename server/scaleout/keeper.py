@@ -147,16 +147,23 @@ class Keeper:
             return
         if not front.alive:  # HAProxy died (killed by hand, OOM): start it again, with every replica and route
             log.error("the front (HAProxy) stopped: restarting it. %s", front.log_tail())
-            await asyncio.to_thread(front.stop, 0)
-            await asyncio.to_thread(front.start)
+            await self._restart(front)
+        for kind, subject, _ in events:
+            if kind == "endpoint":
+                self._schedule(front, subject)
         wanted = {
             b.name: [m.address for m in self.members if m.deployment == front.deployments.get(b.name)]
             for b in self.backends
         }
-        await asyncio.to_thread(front.sync, wanted)
-        for kind, subject, _ in events:
-            if kind == "endpoint":
-                self._schedule(front, subject)
+        try:
+            await asyncio.to_thread(front.sync, wanted)
+        except OSError as exc:  # it died since the check, or its runtime API does not answer: start it again
+            log.error("the front (HAProxy) does not answer: restarting it. %s", exc)
+            await self._restart(front)  # its replicas are set again at the next look
+
+    async def _restart(self, front: Front) -> None:
+        await asyncio.to_thread(front.stop, 0)
+        await asyncio.to_thread(front.start)
 
     def _schedule(self, front: Front, endpoint: str) -> None:
         """One change of an endpoint's unit at a time; a change seen meanwhile runs after it."""
