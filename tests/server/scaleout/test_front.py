@@ -499,3 +499,61 @@ def test_a_binary_that_fails_or_never_answers_raises_with_its_output(tmp_path: P
     with pytest.raises(RuntimeError, match="cannot run HAProxy"):
         _failing_front(tmp_path / "missing", free_port()).start()
     assert list(private_root.iterdir()) == []
+
+
+def _restart_after_a_kill(front: Front) -> None:
+    """HAProxy killed (by hand, OOM), started again as the keeper does: ``stop(0)`` then ``start()``."""
+    import signal
+
+    info = front.command(["show info"]).splitlines()
+    pid = int(next(line for line in info if line.startswith("Pid:")).split()[1])
+    os.kill(pid, signal.SIGKILL)
+    eventually(lambda: not front.alive, "HAProxy gone")
+    front.stop(0)
+    front.start()
+
+
+def test_routes_and_deployments_changed_at_run_time_and_kept_over_a_restart() -> None:
+    backends = [Backend("general", "mp", 1), Backend("endpoint_1", "", 2)]  # a spare backend: no deployment yet
+    prefix = "/serving-endpoints/x/"
+    with (
+        replicas({"name": "general"}, {"name": "x"}) as (general, x),
+        running(backends) as (front, client),
+    ):
+        assert front.deployments == {"general": "mp"} and front.routes == {}
+        front.assign("endpoint_1", "app-x")
+        front.sync({"general": [general.address], "endpoint_1": [x.address]})
+        assert client.post(f"{prefix}invocations", content=b"{}", headers={"x-id": "before"}).text == "general"
+        front.route(prefix, "endpoint_1")
+        assert (front.routes, front.deployments) == ({prefix: "endpoint_1"}, {"general": "mp", "endpoint_1": "app-x"})
+        assert client.post(f"{prefix}invocations", content=b"{}", headers={"x-id": "x1"}).text == "x"
+        assert client.post("/serving-endpoints/xy/invocations", content=b"{}", headers={"x-id": "xy"}).text == "general"
+
+        _restart_after_a_kill(front)  # the maps are written from what was set at run time
+        front.sync({"general": [general.address], "endpoint_1": [x.address]})  # slots are filled again
+        with httpx.Client(base_url=f"http://127.0.0.1:{front.config.port}", timeout=10.0) as again:
+            assert again.post(f"{prefix}invocations", content=b"{}", headers={"x-id": "x2"}).text == "x"
+            assert again.get("/version", headers={"x-id": "v"}).text == "general"
+
+            front.route(prefix, None)  # back to the general backend
+            assert again.post(f"{prefix}invocations", content=b"{}", headers={"x-id": "g1"}).text == "general"
+            front.route(prefix, None)  # twice: nothing to do
+            front.assign("endpoint_1", None)  # free again
+            assert (front.routes, front.deployments) == ({}, {"general": "mp"})
+            maps = front.socket_path.parent
+            assert front.command([f"show map {maps}/deployments.map"]).split()[1:] == ["general", "mp"]
+
+            front.assign("endpoint_1", "app-y")  # a freed backend given to another deployment, then routed
+            front.route("/serving-endpoints/y/", "endpoint_1")
+            assert again.post("/serving-endpoints/y/invocations", content=b"{}", headers={"x-id": "y1"}).text == "x"
+
+        _restart_after_a_kill(front)
+        front.sync({"general": [general.address], "endpoint_1": [x.address]})
+        with httpx.Client(base_url=f"http://127.0.0.1:{front.config.port}", timeout=10.0) as third:
+            assert third.post(f"{prefix}invocations", content=b"{}", headers={"x-id": "g2"}).text == "general"
+            assert third.post("/serving-endpoints/y/invocations", content=b"{}", headers={"x-id": "y2"}).text == "x"
+
+    deployments = {s.id: s.header(DEPLOYMENT_HEADER) for s in x.seen}
+    assert deployments == {"x1": ["app-x"], "x2": ["app-x"], "y1": ["app-y"], "y2": ["app-y"]}
+    assert general.ids() == ["before", "xy", "v", "g1", "g2"]
+    assert all(s.header(DEPLOYMENT_HEADER) == ["mp"] for s in general.seen)
