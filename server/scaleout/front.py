@@ -318,10 +318,15 @@ class Front:
         self._apply(commands)
 
     def _apply(self, commands: list[str]) -> None:
-        if commands and self.alive:  # else the next start writes the maps from the dicts
+        if not commands or not self.alive:  # the next start writes the maps from the dicts
+            return
+        try:
             answer = self.command(commands).strip()
-            if answer:
-                log.warning("front: runtime API refused a map change", extra={"answer": answer[:500]})
+        except OSError as exc:  # HAProxy just died or is restarting: its next start writes the maps
+            log.warning("front: a map change waits for the next start", extra={"reason": str(exc)})
+            return
+        if answer:
+            log.warning("front: runtime API refused a map change", extra={"answer": answer[:500]})
 
     def stats(self) -> dict[str, dict[str, float]]:
         """Per backend: requests sent to a server again (``retries``), sent to another one (``redispatches``),
