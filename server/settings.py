@@ -261,6 +261,9 @@ class ScaleOutSettings(ReplicaRange):
 
     wake_timeout_s: float = Field(60.0, gt=0)
     """With no replica, how long a request held by the driver waits for one to start (then 503 + Retry-After)."""
+    per_model: bool = False
+    """Behind the front: every model gets a Serve application of its own (its range: the deployment's ``scaleout``,
+    else these settings), not only those whose deployment has a ``scaleout``."""
     ingress: Literal["front", "direct"] = "front"
     """``front``: HAProxy on the port, each replica on its own; a request of a lost replica is retried on another,
     models with their own ``scaleout`` get their own replicas, ``/metrics`` merges every replica. ``direct``: the

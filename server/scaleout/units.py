@@ -4,8 +4,8 @@ A *unit* is one Serve application: its replicas' settings, their range, and the 
 
 - The general unit serves every model, the Databricks API and every endpoint, MCP, listings, the dashboard: all
   that no other unit takes.
-- A model with its own ``scaleout`` (front ingress) gets a unit whose replicas load that model alone; the front
-  sends its ``/model/<name>/<version or alias>/`` paths there.
+- A model with its own ``scaleout`` (every model with ``scaleout.per_model``; front ingress) gets a unit whose
+  replicas load that model alone; the front sends its ``/model/<name>/<version or alias>/`` paths there.
 - Each Databricks endpoint (front ingress) gets a unit whose replicas restore that endpoint alone, sized by its
   served entities (``workload_size``, ``scale_to_zero_enabled``); the front sends ``/serving-endpoints/<name>/``
   there. Endpoints persisted at start get theirs at start, endpoints created later get one while running.
@@ -52,11 +52,10 @@ def units(settings: Settings, name: str) -> list[Unit]:
         return [Unit(name, GENERAL, replica_settings(settings, plan), plan)]
     plan = ReplicaPlan.from_settings(settings.scaleout)
     out = [Unit(name, GENERAL, replica_settings(settings, plan), plan)]
-    own = [spec for spec in settings.all_deployments() if spec.scaleout is not None]
+    own = [spec for spec in settings.all_deployments() if spec.scaleout is not None or settings.scaleout.per_model]
     for i, spec in enumerate(own, 1):
-        assert spec.scaleout is not None
         ref = ModelRef.parse(spec.model)
-        plan = ReplicaPlan.from_settings(spec.scaleout)
+        plan = ReplicaPlan.from_settings(spec.scaleout or settings.scaleout)
         alone = settings.model_copy(update={"deployments": (spec,), "models": ()})
         app = f"{name}-{i}-{ref.name}"
         out.append(Unit(app, f"model_{i}", replica_settings(alone, plan), plan, model_routes(spec), ()))

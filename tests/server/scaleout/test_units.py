@@ -165,3 +165,16 @@ def test_an_endpoint_s_plan_is_its_entities_range_with_the_base_s_resources(
     assert (plan.num_cpus, plan.num_gpus, plan.target_ongoing_requests) == (0.5, 0.25, 8)
     assert (plan.upscale_delay_s, plan.downscale_delay_s, plan.graceful_shutdown_s) == (1, 2, 3)
     assert ReplicaPlan.for_entities(BASE, iter(entities)) == plan  # any iterable, read once
+
+
+def test_per_model_gives_every_model_a_unit_with_its_own_range_or_the_settings(tmp_path: Path) -> None:
+    own = DeploymentSpec(model="models:/churn@champion", scaleout=ReplicaRange(min_replicas=0, max_replicas=3))
+    settings = Settings(
+        state_dir=tmp_path, deployments=(own,), models=("models:/ltv/2",),
+        scaleout=ScaleOutSettings(per_model=True, min_replicas=1, max_replicas=2),
+    )  # fmt: skip
+    general, churn, ltv = units(settings, "mp")
+    assert general.backend == GENERAL and general.settings.all_deployments() == settings.all_deployments()
+    assert (churn.app, churn.routes, _range(churn)) == ("mp-1-churn", ("/model/churn/champion/",), (0, 3))
+    assert (ltv.app, ltv.routes, _range(ltv)) == ("mp-2-ltv", ("/model/ltv/2/",), (1, 2))  # the settings' range
+    assert [s.model for s in ltv.settings.all_deployments()] == ["models:/ltv/2"]
