@@ -1,6 +1,7 @@
 """The driver's private HTTP app behind the front (no Ray import): ``/metrics`` for every replica, and wake-ups.
 
-The front (HAProxy) sends ``GET /metrics`` here, and uses this app as each backend's ``backup`` server: it receives
+The front (HAProxy) sends ``GET /metrics`` and the Databricks metrics export (``GET
+/api/2.0/serving-endpoints/<name>/metrics``) here, and uses this app as each backend's ``backup`` server: it receives
 a request only when its deployment has no replica up (scaled to zero, or every replica lost), and forwards it whole
 through a Serve handle (``server.scaleout.wake.WakeApp``), which starts one.
 """
@@ -8,6 +9,7 @@ through a Serve handle (``server.scaleout.wake.WakeApp``), which starts one.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +20,8 @@ from server.scaleout.directory import Member
 from server.scaleout.metrics import CONTENT_TYPE, merge
 from server.scaleout.wake import WakeApp
 
+EXPORT = re.compile(r"^/api/2\.0/serving-endpoints/[^/]+/metrics$")
+"""Databricks' metrics export of one endpoint: merged across replicas like ``/metrics``."""
 PASSED = (b"authorization", b"cookie")
 """Request headers passed on to each replica's ``/metrics`` (it checks the caller itself)."""
 
@@ -49,8 +53,12 @@ class DriverApp:
         self.client = httpx.AsyncClient(timeout=timeout_s)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == "/metrics" and scope["method"] in ("GET", "HEAD"):
-            status, headers, body = await self.metrics([(k, v) for k, v in scope["headers"] if k in PASSED])
+        path = scope.get("path", "")
+        merged = path == "/metrics" or EXPORT.match(path)
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and merged:
+            query = scope.get("query_string", b"").decode()
+            passed = [(k, v) for k, v in scope["headers"] if k in PASSED]
+            status, headers, body = await self.metrics(passed, path + (f"?{query}" if query else ""))
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
             return
@@ -62,23 +70,31 @@ class DriverApp:
             return
         await self.wake(scope, receive, send)
 
-    async def metrics(self, headers: list[tuple[bytes, bytes]]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """Every live replica's ``/metrics``, merged; a refusal (401/403) of the caller is answered as is."""
+    async def metrics(
+        self, headers: list[tuple[bytes, bytes]], path: str = "/metrics"
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Every live replica's answer to ``path`` (``/metrics`` or an endpoint's export), merged; a refusal
+        (401/403) of the caller is answered as is, and so is a 404 when no replica has the endpoint."""
         members = self.members()
         passed = {k.decode(): v.decode() for k, v in headers}
         answers = await asyncio.gather(
-            *(self.client.get(f"http://{m.address}/metrics", headers=passed) for m in members), return_exceptions=True
+            *(self.client.get(f"http://{m.address}{path}", headers=passed) for m in members), return_exceptions=True
         )
         texts: dict[str, str] = {}
         missing: list[str] = []
+        not_found: httpx.Response | None = None
         for member, answer in zip(members, answers, strict=True):
             if isinstance(answer, BaseException) or answer.status_code != 200:
                 if isinstance(answer, httpx.Response) and answer.status_code in (401, 403):
-                    refused = [(k.encode(), v.encode()) for k, v in answer.headers.items() if k != "content-length"]
-                    return answer.status_code, refused, answer.content
+                    return answer.status_code, _headers(answer), answer.content
+                if isinstance(answer, httpx.Response) and answer.status_code == 404:
+                    not_found = answer  # a replica without this endpoint (another unit's)
+                    continue
                 missing.append(member.address)
                 continue
             texts[member.address] = answer.text
+        if not texts and not_found is not None and not missing:
+            return 404, _headers(not_found), not_found.content
         if not texts:
             body = orjson.dumps(
                 {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "no replica answered /metrics; retry"}
@@ -89,6 +105,8 @@ class DriverApp:
         except ValueError as exc:
             body = orjson.dumps({"error_code": "BAD_GATEWAY", "message": str(exc)[:500]})
             return 502, [(b"content-type", b"application/json")], body
+        if path != "/metrics":
+            return 200, [(b"content-type", CONTENT_TYPE.encode())], text.encode()
         deployments: dict[str, int] = {}
         for member in members:
             deployments[member.deployment] = deployments.get(member.deployment, 0) + 1
@@ -116,3 +134,7 @@ class DriverApp:
                 for backend, values in sorted(stats.items())
             )
         return text
+
+
+def _headers(answer: httpx.Response) -> list[tuple[bytes, bytes]]:
+    return [(k.encode(), v.encode()) for k, v in answer.headers.items() if k != "content-length"]

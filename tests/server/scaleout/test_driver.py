@@ -232,3 +232,28 @@ async def test_behind_the_front_metrics_and_wake_ups_reach_the_driver_app() -> N
         ("modelport-1-a", "POST", "/model/a/1/invocations?x=1"),  # the front's value, not the client's
         ("modelport", "GET", "/version"),
     ]
+
+
+EXPORT_TEXT = '# TYPE request_count_total gauge\nrequest_count_total{served_entity_name="a"} 4.0\n'
+
+
+async def test_databricks_export_is_merged_and_a_404_when_no_replica_has_the_endpoint() -> None:
+    missing = b'{"error_code":"RESOURCE_DOES_NOT_EXIST","message":"endpoint \'ep\' does not exist"}'
+    with replicas((200, EXPORT_TEXT.encode(), {}), (404, missing, {"content-type": "application/json"})) as (
+        unit,
+        general,
+    ):
+        both = [_member("mp-endpoint-ep", unit), _member("mp", general)]
+        app = DriverApp(WakeApp(Forward(), 5.0), lambda: both)
+        async with await _client(app) as client:
+            merged = await client.get("/api/2.0/serving-endpoints/ep/metrics")
+        app = DriverApp(WakeApp(Forward(), 5.0), lambda: [_member("mp", general)])
+        async with await _client(app) as client:
+            gone = await client.get("/api/2.0/serving-endpoints/ep/metrics")
+            other = await client.get("/api/2.0/serving-endpoints/ep/metrics/extra")  # not the export: forwarded
+    assert merged.status_code == 200, merged.text
+    labels = f'served_entity_name="a",replica="127.0.0.1:{unit.port}"'
+    # one replica had it: its samples, labelled; no modelport_replicas or front counters in an export
+    assert merged.text == f"# TYPE request_count_total gauge\nrequest_count_total{{{labels}}} 4.0\n"
+    assert (gone.status_code, gone.content) == (404, missing)
+    assert other.status_code == 201  # the wake forward's answer

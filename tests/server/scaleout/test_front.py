@@ -432,6 +432,8 @@ def test_no_replica_up_goes_to_the_wake_listener_and_metrics_to_the_driver() -> 
         assert woken == [("a", ["modelport-1-a"]), ("v", ["modelport"])]  # the wake-up forwards by it
         assert client.get("/metrics", headers={"x-id": "m"}).text == "driver"
         assert client.post("/metrics", headers={"x-id": "pm"}).text == "wake"  # only GET /metrics is the driver's
+        assert client.get("/api/2.0/serving-endpoints/ep/metrics", headers={"x-id": "x"}).text == "driver"  # export
+        assert client.get("/api/2.0/serving-endpoints/ep", headers={"x-id": "g"}).text == "wake"
 
         front.sync({"modelport": [replica.address]})
         assert client.get("/version", headers={"x-id": "v2"}).text == "replica"
