@@ -443,7 +443,7 @@ def test_no_replica_up_goes_to_the_wake_listener_and_metrics_to_the_driver() -> 
         front.sync({"modelport": [f"127.0.0.1:{dead}"]})
         eventually(lambda: front.servers("modelport") == {f"127.0.0.1:{dead}": "DOWN"}, "the lost replica is DOWN")
         assert client.get("/version", headers={"x-id": "v3"}).text == "wake"
-        assert [s.id for s in replica.seen] == ["v2"] and [s.id for s in driver.seen] == ["m", "m2"]
+        assert [s.id for s in replica.seen] == ["v2"] and [s.id for s in driver.seen] == ["m", "x", "m2"]
 
 
 def test_stop_ends_haproxy_and_removes_its_private_directory() -> None:
