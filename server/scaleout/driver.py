@@ -17,12 +17,16 @@ import httpx
 import orjson
 
 from server.scaleout.directory import Member
+from server.scaleout.feed import merge_feeds
 from server.scaleout.metrics import CONTENT_TYPE, merge
 from server.scaleout.wake import WakeApp
 
+FEED = "/dashboard/feed.json"
+"""The dashboard's feed: merged across replicas (``server.scaleout.feed``)."""
 EXPORT = re.compile(r"^/api/2\.0/serving-endpoints/[^/]+/metrics$")
 """Databricks' metrics export of one endpoint: merged across replicas like ``/metrics``."""
 PASSED = (b"authorization", b"cookie")
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 """Request headers passed on to each replica's ``/metrics`` (it checks the caller itself)."""
 
 
@@ -54,11 +58,12 @@ class DriverApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path", "")
-        merged = path == "/metrics" or EXPORT.match(path)
+        merged = path == "/metrics" or path == FEED or EXPORT.match(path)
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and merged:
             query = scope.get("query_string", b"").decode()
             passed = [(k, v) for k, v in scope["headers"] if k in PASSED]
-            status, headers, body = await self.metrics(passed, path + (f"?{query}" if query else ""))
+            target = path + (f"?{query}" if query else "")
+            status, headers, body = await (self.feed(passed, target) if path == FEED else self.metrics(passed, target))
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
             return
@@ -70,42 +75,46 @@ class DriverApp:
             return
         await self.wake(scope, receive, send)
 
-    async def metrics(
-        self, headers: list[tuple[bytes, bytes]], path: str = "/metrics"
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """Every live replica's answer to ``path`` (``/metrics`` or an endpoint's export), merged; a refusal
-        (401/403) of the caller is answered as is, and so is a 404 when no replica has the endpoint."""
-        members = self.members()
+    async def _gather(
+        self, members: list[Member], headers: list[tuple[bytes, bytes]], target: str
+    ) -> tuple[dict[str, bytes], list[str], Answer | None]:
+        """Each replica's answer to ``target``: the 200 bodies by address, the addresses that did not answer, and
+        an answer to give as is: a refusal of the caller (401/403), or a 4xx every answering replica gave (404: no
+        replica has that endpoint)."""
         passed = {k.decode(): v.decode() for k, v in headers}
         answers = await asyncio.gather(
-            *(self.client.get(f"http://{m.address}{path}", headers=passed) for m in members), return_exceptions=True
+            *(self.client.get(f"http://{m.address}{target}", headers=passed) for m in members), return_exceptions=True
         )
-        texts: dict[str, str] = {}
+        bodies: dict[str, bytes] = {}
         missing: list[str] = []
-        not_found: httpx.Response | None = None
+        refused: httpx.Response | None = None
         for member, answer in zip(members, answers, strict=True):
-            if isinstance(answer, BaseException) or answer.status_code != 200:
-                if isinstance(answer, httpx.Response) and answer.status_code in (401, 403):
-                    return answer.status_code, _headers(answer), answer.content
-                if isinstance(answer, httpx.Response) and answer.status_code == 404:
-                    not_found = answer  # a replica without this endpoint (another unit's)
-                    continue
+            if isinstance(answer, BaseException) or answer.status_code >= 500:
                 missing.append(member.address)
-                continue
-            texts[member.address] = answer.text
-        if not texts and not_found is not None and not missing:
-            return 404, _headers(not_found), not_found.content
-        if not texts:
-            body = orjson.dumps(
-                {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "no replica answered /metrics; retry"}
-            )
-            return 503, [(b"content-type", b"application/json"), (b"retry-after", b"1")], body
+            elif answer.status_code in (401, 403):
+                return {}, [], (answer.status_code, _headers(answer), answer.content)
+            elif answer.status_code != 200:
+                refused = answer  # e.g. a replica of another unit, without this endpoint
+            else:
+                bodies[member.address] = answer.content
+        if not bodies and refused is not None and not missing:
+            return {}, [], (refused.status_code, _headers(refused), refused.content)
+        if not bodies:
+            body = orjson.dumps({"error_code": "TEMPORARILY_UNAVAILABLE", "message": "no replica answered; retry"})
+            return {}, missing, (503, [(b"content-type", b"application/json"), (b"retry-after", b"1")], body)
+        return bodies, missing, None
+
+    async def metrics(self, headers: list[tuple[bytes, bytes]], target: str = "/metrics") -> Answer:
+        """Every live replica's ``/metrics`` (or an endpoint's export), merged (``server.scaleout.metrics``)."""
+        members = self.members()
+        bodies, missing, as_is = await self._gather(members, headers, target)
+        if as_is is not None:
+            return as_is
         try:
-            text = merge(texts)
-        except ValueError as exc:
-            body = orjson.dumps({"error_code": "BAD_GATEWAY", "message": str(exc)[:500]})
-            return 502, [(b"content-type", b"application/json")], body
-        if path != "/metrics":
+            text = merge({address: body.decode() for address, body in bodies.items()})
+        except (ValueError, UnicodeDecodeError) as exc:
+            return 502, [(b"content-type", b"application/json")], _bad_gateway(exc)
+        if target.split("?", 1)[0] != "/metrics":
             return 200, [(b"content-type", CONTENT_TYPE.encode())], text.encode()
         deployments: dict[str, int] = {}
         for member in members:
@@ -117,6 +126,18 @@ class DriverApp:
         if missing:
             text += "".join(f"# replica {address} did not answer\n" for address in missing)
         return 200, [(b"content-type", CONTENT_TYPE.encode())], text.encode()
+
+    async def feed(self, headers: list[tuple[bytes, bytes]], target: str) -> Answer:
+        """Every live replica's dashboard feed, merged (``server.scaleout.feed``)."""
+        bodies, _, as_is = await self._gather(self.members(), headers, target)
+        if as_is is not None:
+            return as_is
+        try:
+            merged = merge_feeds({address: orjson.loads(body) for address, body in bodies.items()})
+        except (ValueError, KeyError, TypeError) as exc:
+            return 502, [(b"content-type", b"application/json")], _bad_gateway(exc)
+        body = orjson.dumps(merged, option=orjson.OPT_NON_STR_KEYS)
+        return 200, [(b"content-type", b"application/json"), (b"cache-control", b"no-store")], body
 
     async def front_text(self) -> str:
         """The front's own counters per backend (HAProxy's stats), as Prometheus counters."""
@@ -138,3 +159,7 @@ class DriverApp:
 
 def _headers(answer: httpx.Response) -> list[tuple[bytes, bytes]]:
     return [(k.encode(), v.encode()) for k, v in answer.headers.items() if k != "content-length"]
+
+
+def _bad_gateway(exc: Exception) -> bytes:
+    return orjson.dumps({"error_code": "BAD_GATEWAY", "message": str(exc)[:500]})

@@ -135,7 +135,10 @@ class FrontConfig:
         ]
         if self.metrics_port is not None:
             export = r"^/api/2\.0/serving-endpoints/[^/]+/metrics$"  # Databricks' export, merged the same way
-            lines.append(f"  use_backend driver if METH_GET {{ path /metrics }} or METH_GET {{ path_reg {export} }}")
+            lines.append(
+                "  use_backend driver if METH_GET { path /metrics } or METH_GET { path /dashboard/feed.json }"
+                f" or METH_GET {{ path_reg {export} }}"
+            )
         lines += [
             f"  use_backend {sticky} if {{ path /mcp }} or {{ path_beg /mcp/ }} or {{ path_beg /dashboard }}",
             f"  use_backend %[path,map_beg({route_map},{general})]",

@@ -361,6 +361,9 @@ def test_alias_move_rolls_every_replica_without_a_failed_request(
             swap_s = time.monotonic() - moved_at
         assert not load.failures, load.failures[:3]
         assert set(load.versions) == {1.0, 2.0}
+        feed = httpx.get(f"{s.base}/dashboard/feed.json", timeout=30).json()  # the dashboard: both replicas at once
+        (deployment,) = feed["deployments"]
+        assert (feed["replicas"], deployment["replicas"], deployment["version"]) == (2, 2, "2")
         print(f"alias moved ({by}): every replica on version 2 within {swap_s:.2f} s")
 
 

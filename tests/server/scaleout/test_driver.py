@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -257,3 +258,24 @@ async def test_databricks_export_is_merged_and_a_404_when_no_replica_has_the_end
     assert merged.text == f"# TYPE request_count_total gauge\nrequest_count_total{{{labels}}} 4.0\n"
     assert (gone.status_code, gone.content) == (404, missing)
     assert other.status_code == 201  # the wake forward's answer
+
+
+async def test_the_dashboard_feed_is_merged_and_a_refusal_passed_through() -> None:
+    def feed(rps: float) -> bytes:
+        return orjson.dumps({"now": 1.0, "groups": ["all"], "current": {"rps": rps}, "series": None,
+                             "deployments": [{"key": "k", "version": "1", "rps": rps}], "endpoints": [],
+                             "failures": [], "events": []})  # fmt: skip
+
+    denied = b'{"error_code":"PERMISSION_DENIED","message":"may not view group all"}'
+    with replicas((200, feed(2.0), {}), (200, feed(3.0), {}), (403, denied, {})) as (a, b, c):
+        app = DriverApp(WakeApp(Forward(), 5.0), lambda: [_member("mp", a), _member("mp", b)])
+        async with await _client(app) as client:
+            merged = await client.get("/dashboard/feed.json?group=all&points=60", headers={"authorization": "t"})
+        app = DriverApp(WakeApp(Forward(), 5.0), lambda: [_member("mp", a), _member("mp", c)])
+        async with await _client(app) as client:
+            refused = await client.get("/dashboard/feed.json?group=all")
+    assert merged.status_code == 200 and merged.headers["cache-control"] == "no-store"
+    body = merged.json()
+    assert (body["replicas"], body["current"]["rps"], body["deployments"][0]["rps"]) == (2, 5.0, 5.0)
+    assert a.authorizations[0] == "t"  # the caller passed on to each replica
+    assert (refused.status_code, refused.content) == (403, denied)
