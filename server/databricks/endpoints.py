@@ -213,8 +213,11 @@ class EndpointService:
             local.route_optimized, local.ai_gateway = stored.route_optimized, stored.ai_gateway
             local.updated_ms = stored.updated_ms
         self._apply_limits(local)
+        running = self._tasks.get(name)
+        if running is not None:  # one rollout at a time, as on the process that made the change
+            await asyncio.gather(running, return_exceptions=True)
         known = max((c.version for c in (local.config, local.pending) if c is not None), default=0)
-        if newest is not None and newest.version > known:
+        if newest is not None and newest.version > known and self._endpoints.get(name) is local:
             self._start(local, newest, persist=False)
             log.info("serving endpoint changed elsewhere", extra={"endpoint": name, "config_version": newest.version})
 

@@ -89,3 +89,26 @@ async def test_following_an_endpoint_nobody_created_does_nothing(pair: tuple[Com
     assert follower.endpoints is not None
     await follower.endpoints.follow("never-created")
     assert follower.endpoints.list() == []
+
+
+async def test_a_newer_config_seen_during_a_rollout_rolls_out_after_it(
+    pair: tuple[Components, Components], scorers: ScorerRegistry
+) -> None:
+    origin, follower = pair
+    assert origin.endpoints is not None and follower.endpoints is not None
+    model = scorers.register("follow_twice", [1.0, 2.0, 3.0])
+
+    def config(version: str) -> dict[str, object]:
+        return {"served_entities": [{"entity_name": model, "entity_version": version}]}
+
+    await origin.endpoints.create({"name": "ep", "config": config("1")})
+    await _settled(origin, "ep")
+    await origin.endpoints.update_config("ep", config("2"))
+    await _settled(origin, "ep")
+    await follower.endpoints.follow("ep")  # starts rolling out version 2 here, returns at once
+    await origin.endpoints.update_config("ep", config("3"))
+    await _settled(origin, "ep")
+    await follower.endpoints.follow("ep")  # waits for that rollout, then rolls out version 3
+    await _settled(follower, "ep")
+    assert await _score(follower, "ep") == 3.0
+    assert follower.endpoints.get("ep")["config"]["config_version"] == 3
