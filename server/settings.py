@@ -332,6 +332,10 @@ class Settings(BaseSettings):
     mcp_page_size: int = Field(100, ge=1)
     """Tools (and model cards) per ``tools/list`` (``resources/list``) page; more come with a ``nextCursor``.
     100 keeps a usual registry on one page (about 250 KB of tools at most)."""
+    mcp_page_bytes: int = Field(512 * 1024, ge=1024)
+    """At most this many bytes of tools (model cards) per page, whatever ``mcp_page_size`` says: models with very
+    wide signatures then take several pages, and a page stays far below the 1 MiB message that handshake-era
+    clients refuse (one tool bigger than this still gets a page of its own)."""
     mcp_tools: Literal["per_model", "catalog", "both"] = "per_model"
     """MCP tools: one per served model (``per_model``), or ``catalog``: only ``search_models``,
     ``describe_model`` and ``predict`` (for registries with hundreds of models), or ``both``. docs/mcp.md."""

@@ -111,6 +111,7 @@ class McpDoor:
             recorder=recorder,
             schema_dialect=settings.mcp_schema,
             page_size=settings.mcp_page_size,
+            page_bytes=settings.mcp_page_bytes,
             tools_mode=settings.mcp_tools,
         )
         self.server = self.tools.server

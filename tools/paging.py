@@ -21,7 +21,7 @@ import bisect
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import mcp.types as types
@@ -69,8 +69,19 @@ def decode_cursor(listing: str, cursor: str) -> tuple[str, str]:
     return payload["after"], payload["fp"]
 
 
-def page(listing: str, items: Sequence[tuple[str, T]], cursor: str | None, size: int) -> tuple[list[T], str | None]:
+def page(
+    listing: str,
+    items: Sequence[tuple[str, T]],
+    cursor: str | None,
+    size: int,
+    *,
+    max_bytes: int | None = None,
+    size_of: Callable[[T], int] | None = None,
+) -> tuple[list[T], str | None]:
     """One page of ``items`` (``(key, item)`` sorted by key, keys unique) and the cursor of the next one (or ``None``).
+
+    A page holds at most ``size`` items and, with ``max_bytes`` and ``size_of``, items of at most ``max_bytes`` in all
+    (at least one item, however big: a client must be able to get every item).
 
     Raises:
         MCPError: ``INVALID_PARAMS`` for a cursor that is not one of ours for ``listing``.
@@ -84,5 +95,12 @@ def page(listing: str, items: Sequence[tuple[str, T]], cursor: str | None, size:
             log.debug("%s changed between pages; continuing after %r", listing, after)
         start = bisect.bisect_right(keys, after)
     chunk = items[start : start + size]
-    more = start + size < len(items)
+    if max_bytes is not None and size_of is not None:
+        total = 0
+        for n, (_, item) in enumerate(chunk):
+            total += size_of(item)
+            if total > max_bytes and n > 0:
+                chunk = chunk[:n]
+                break
+    more = start + len(chunk) < len(items)
     return [item for _, item in chunk], encode_cursor(listing, chunk[-1][0], fp) if more and chunk else None

@@ -16,9 +16,9 @@ import json
 import logging
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import mcp.types as types
@@ -48,6 +48,14 @@ from tools.shapes import Dialect
 from tools.status import STATUS_URI, failure_note, model_name, read_status, status_resource, unserved_failures
 
 log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=types.Tool | types.Resource)
+
+
+def _json_size(item: types.Tool | types.Resource) -> int:
+    """Bytes of one tool or card as it goes over the wire (what a page's byte cap counts)."""
+    return len(item.model_dump_json(by_alias=True, exclude_none=True))
+
 
 SERVER_NAME = "modelport"
 INSTRUCTIONS = (
@@ -110,6 +118,7 @@ class ToolServer:
         gate: identity, permissions and rate limits (``tools/auth.py``): each caller lists the tools it may query
             and the cards it may view; calls are authorized and rate-limited. ``None``: everything is open.
         page_size: tools and model cards per ``tools/list`` / ``resources/list`` page (``tools/paging.py``).
+        page_bytes: and at most this many bytes of them (JSON) per page.
         tools_mode: ``per_model``, ``catalog`` or ``both`` (``tools/directory.py``).
     """
 
@@ -120,6 +129,7 @@ class ToolServer:
         name: str = SERVER_NAME,
         gate: Gate | None = None,
         page_size: int = 100,
+        page_bytes: int = 512 * 1024,
         tools_mode: Mode = "per_model",
         recorder: Recorder | None = None,
         schema_dialect: Dialect = "portable",
@@ -130,6 +140,7 @@ class ToolServer:
         self.bus = InMemorySubscriptionBus()
         self.listen = ListenHandler(self.bus)
         self.page_size = page_size
+        self.page_bytes = page_bytes
         self.directory = Directory(tools_mode, service, self.access, self.score)
         self._builder = CatalogBuilder(dialect=schema_dialect, max_rows=service.max_tool_rows)
         self._changes = 0
@@ -221,7 +232,7 @@ class ToolServer:
         # the catalogue tools first, then one per model (a catalogue tool's name shadows a model tool's)
         items = [(f"0:{tool.name}", tool) for tool in self.directory.tools()]
         items += [(f"1:{tool.name}", tool) for tool in tools if tool.name not in self.directory.names]
-        listed, cursor = page("tools/list", items, params.cursor if params else None, self.page_size)
+        listed, cursor = self._page("tools/list", items, params)
         return types.ListToolsResult(tools=listed, next_cursor=cursor)
 
     async def _call_tool(
@@ -332,8 +343,15 @@ class ToolServer:
         if failed:  # listed while a model is failing (readable always)
             resources.append(status_resource())
         items = sorted(((str(r.uri), r) for r in resources), key=lambda item: item[0])
-        listed, cursor = page("resources/list", items, params.cursor if params else None, self.page_size)
+        listed, cursor = self._page("resources/list", items, params)
         return types.ListResourcesResult(resources=listed, next_cursor=cursor)
+
+    def _page(
+        self, listing: str, items: Sequence[tuple[str, M]], params: types.PaginatedRequestParams | None
+    ) -> tuple[list[M], str | None]:
+        """One page: ``page_size`` items at most, and ``page_bytes`` of their JSON."""
+        cursor = params.cursor if params else None
+        return page(listing, items, cursor, self.page_size, max_bytes=self.page_bytes, size_of=_json_size)
 
     async def _list_templates(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None

@@ -149,6 +149,34 @@ def test_pages_are_slices_of_the_listing() -> None:
     assert page("x", [], None, 2) == ([], None)
 
 
+def test_a_page_stops_at_its_byte_cap_but_always_holds_one_item() -> None:
+    items = [(f"k{i}", "x" * n) for i, n in enumerate((400, 400, 400, 2000, 10))]
+    pages, cursor = [], None
+    while True:
+        got, cursor = page("x", items, cursor, 100, max_bytes=1000, size_of=len)
+        pages.append([len(v) for v in got])
+        if cursor is None:
+            break
+    assert pages == [[400, 400], [400], [2000], [10]]  # 2000 alone: bigger than the cap, still listed
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_tools_and_cards_pages_stay_under_the_byte_cap(big: InferenceService, mode: str) -> None:
+    door = McpDoor(big, settings(mcp_page_bytes=5000))
+    async with Client(door.server, mode=mode) as client:
+        pages = await all_pages(client)
+        sizes = []
+        cursor: str | None = None
+        while True:
+            result = await client.list_tools(cursor=cursor)
+            sizes.append(sum(len(t.model_dump_json(by_alias=True, exclude_none=True)) for t in result.tools))
+            cursor = result.next_cursor
+            if cursor is None:
+                break
+    assert len(pages) > 1 and all(size <= 5000 for size in sizes), sizes  # 100 per page by count: one page
+    assert [name for p in pages for name in p] == sorted([*LTV_NAMES, "customer_ltv", "customer_propensity"])
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("mode", ERAS)
 async def test_pagination_over_http(mode: str) -> None:
