@@ -28,7 +28,6 @@ import contextlib
 import json
 import logging
 import re
-import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
@@ -98,23 +97,28 @@ class GateTokenVerifier:
             except InvalidToken as invalid:
                 _refuse(f"invalid OAuth token: {invalid}")
                 return None
-            return access_token(token, principal, sorted(principal.scopes))
-        if principal.expires_at is not None and principal.expires_at < int(time.time()):
-            # within the verifier's clock-skew leeway, which the SDK's bearer backend does not grant: say so
-            _refuse("token expired")
-            return None
+            return access_token(token, principal, sorted(principal.scopes), _leeway(gate, principal))
         scopes = principal.scopes if principal.via == "oauth" else principal.scopes | gate.required_scopes
-        return access_token(token, principal, sorted(scopes))
+        return access_token(token, principal, sorted(scopes), _leeway(gate, principal))
 
 
-def access_token(token: str, principal: Principal, scopes: list[str]) -> GateAccessToken:
-    """The SDK's view of ``principal``: ``(client_id, claims.iss, subject)`` is what a session is bound to."""
+def _leeway(gate: Gate, principal: Principal) -> float:
+    """The clock-skew leeway the JWT verifier grants past ``exp`` (none for access tokens of our own)."""
+    return gate.oauth.settings.leeway_s if gate.oauth is not None and principal.via == "oauth" else 0.0
+
+
+def access_token(token: str, principal: Principal, scopes: list[str], leeway_s: float = 0.0) -> GateAccessToken:
+    """The SDK's view of ``principal``: ``(client_id, claims.iss, subject)`` is what a session is bound to.
+
+    Its ``expires_at`` carries the verifier's leeway, so the SDK's bearer backend (which checks ``expires_at``
+    itself) accepts exactly what REST accepts: a JWT within the leeway past ``exp``.
+    """
     return GateAccessToken(
         token=token,
         client_id=principal.name,
         subject=principal.name,
         scopes=scopes,
-        expires_at=None if principal.expires_at is None else int(principal.expires_at),
+        expires_at=None if principal.expires_at is None else int(principal.expires_at + leeway_s),
         claims={"iss": principal.issuer or principal.via},
         principal=principal,
     )
