@@ -475,9 +475,11 @@ def test_replicas_share_a_rate_limit(cluster: None, registry: ScorerRegistry) ->
                 lambda url=metrics: _sample(httpx.get(url, timeout=30).text, "modelport_rate_limit_share") == 0.5, 30,
                 "each replica enforces half",
             )  # fmt: skip
+        started = time.monotonic()
         statuses = [httpx.post(s.url(model), json=answer(), timeout=30).status_code for _ in range(40)]
+        refilled = (time.monotonic() - started) * 20 / 60  # the two half-buckets refill at 20 calls a minute in all
         assert set(statuses) == {200, 429}
-        assert 20 <= statuses.count(200) <= 22, statuses  # 10 + 10, and what refilled meanwhile (1/3 call per s)
+        assert 20 <= statuses.count(200) <= 20 + refilled + 1, (statuses, refilled)  # 10 + 10, not 2 x 20
 
 
 def test_the_serve_command_on_an_existing_cluster(cluster: None, registry: ScorerRegistry, tmp_path: Path) -> None:
