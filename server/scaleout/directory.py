@@ -73,7 +73,10 @@ class Directory:
         self._members[member.replica] = member
         self._seen[member.replica] = self._clock()
         events = [event for seq, event in self._events if seq > after and event[2] != member.replica]
-        peers = sum(1 for m in self.members() if m.deployment == member.deployment)
+        now = self._clock()  # counted, not listed: every replica beats twice a second
+        peers = sum(
+            1 for r, m in self._members.items() if m.deployment == member.deployment and now - self._seen[r] <= STALE_S
+        )
         return self._seq, events, max(peers, 1)
 
     def events(self, after: int) -> tuple[int, list[Event]]:

@@ -65,7 +65,7 @@ class ModelportReplica:
         self.directory = directory
         # behind the front every request is balanced, so the replicas share each rate limit; on the shared port a
         # connection stays on one replica, which then enforces the whole limit
-        self.beat = Beat(directory, self.member, self.server, share_limits=listen is not None)
+        self.beat = Beat(directory, self.member, self.server, shares_limits=listen is not None)
         publish = directory.publish.remote
         receiver = self.server.components.receiver
         if receiver is not None:  # a webhook this replica receives reaches the others at their next beat
@@ -102,9 +102,9 @@ class ModelportReplica:
 class Beat:
     """A replica's beat to the directory (a thread): keeps it in the front, and brings the others' events."""
 
-    def __init__(self, directory: Any, member: Member, server: ReplicaServer, *, share_limits: bool) -> None:
+    def __init__(self, directory: Any, member: Member, server: ReplicaServer, *, shares_limits: bool) -> None:
         self.directory, self.member, self.server = directory, member, server
-        self.share_limits = share_limits
+        self.shares_limits = shares_limits
         self._stop = threading.Event()
         self.after: int = ray.get(directory.register.remote(member), timeout=30)
         self._thread = threading.Thread(target=self._run, name="modelport-beat", daemon=True)
@@ -117,7 +117,7 @@ class Beat:
             except Exception as exc:  # the directory is away (driver restarting): beat again later
                 log.warning("replica beat failed: %s", exc)
                 continue
-            if self.share_limits:
+            if self.shares_limits:
                 self.server.share_limits(peers)
             for kind, subject, _ in events:
                 if kind == "alias":

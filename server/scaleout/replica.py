@@ -160,8 +160,9 @@ class ReplicaServer:
         if isinstance(limiter, LocalLimiter):
             limiter.share = 1.0 / max(replicas, 1)
             observability = self.components.observability
-            if observability is not None:  # in /metrics: the part of each rate limit this replica enforces
-                observability.metrics.gauges["modelport_rate_limit_share"] = lambda: limiter.share
+            gauges = None if observability is None else observability.metrics.gauges
+            if gauges is not None and "modelport_rate_limit_share" not in gauges:  # once: it reads the share live
+                gauges["modelport_rate_limit_share"] = lambda: limiter.share
 
     def follow_endpoint(self, name: str) -> None:
         """Another replica changed Databricks endpoint ``name``: take it from the shared store (from any thread)."""
